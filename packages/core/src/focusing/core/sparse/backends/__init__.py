@@ -1,0 +1,1 @@
+"""focusing.core.sparse.backends."""

@@ -1,0 +1,3 @@
+"""focusing.eval: see the package README."""
+
+__version__ = "0.1.0"

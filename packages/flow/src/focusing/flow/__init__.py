@@ -1,0 +1,3 @@
+"""focusing.flow: see the package README."""
+
+__version__ = "0.1.0"
