@@ -1,23 +1,20 @@
-"""Shared fixtures: the real meshes shipped in examples/meshes (see its CREDITS.md)."""
+"""Shared fixtures; the mesh helpers live in meshdata.py (import them from there)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-REPO = Path(__file__).resolve().parents[1]
-MESHES = REPO / "examples" / "meshes"
-CLOSED_MESHES = ["fandisk", "armadillo", "camel", "anchor_dense", "couplingdown", "bunny00"]
-OPEN_MESHES = ["blade", "elephant-with-holes", "mannequin-devil"]
+sys.path.insert(0, str(Path(__file__).parent))  # so every test folder can `import meshdata`
 
+from meshdata import CLOSED_MESHES, MESHES, OPEN_MESHES, mesh_file  # noqa: E402,F401
 
-def mesh_file(name: str) -> Path:
-    """Path of an example mesh by stem (e.g. 'fandisk')."""
-    path = MESHES / f"{name}.off"
-    if not path.exists():
-        raise FileNotFoundError(f"example mesh {path} is missing")
-    return path
+# One intra-op thread: OpenMP workers that spin-wait make small sparse ops tens of times slower
+# whenever anything else shares the 2 cores (measured in benchmarks/results/render.md).
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def test_every_package_registers_through_its_entry_point():
 
 
 def test_outside_plugin_is_listed_with_its_availability(outside_plugin):
-    result = CliRunner().invoke(cli.app, ["plugins", "--json"])
+    result = CliRunner().invoke(cli.get_app(), ["plugins", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     by_name = {(r["kind"], r["name"]): r for r in rows}
@@ -106,7 +106,7 @@ def test_duplicate_name_names_both_classes_and_distributions(outside_plugin):
 
 
 def test_plugins_table_prints_every_kind_column():
-    result = CliRunner().invoke(cli.app, ["plugins"])
+    result = CliRunner().invoke(cli.get_app(), ["plugins"])
     assert result.exit_code == 0
     assert "distribution" in result.output and "available" in result.output
 

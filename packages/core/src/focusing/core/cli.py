@@ -61,16 +61,22 @@ def plugins_command(
     Console().print(table)
 
 
-def _install_plugin_commands() -> None:
+_installed: set[str] = set()
+
+
+def get_app() -> typer.Typer:
+    """The `focusing` app with every plugin's subcommands installed (once)."""
     for entry in registry.get_registry("command").entries():
-        app.command(entry.name)(entry.obj)
+        if entry.name not in _installed:
+            app.command(entry.name)(entry.obj)
+            _installed.add(entry.name)
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `focusing` console script."""
-    _install_plugin_commands()
     try:
-        app(args=argv, standalone_mode=True)
+        get_app()(args=argv, standalone_mode=True)
     except registry.PluginError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

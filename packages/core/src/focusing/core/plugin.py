@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from focusing.core.plugins import hookimpl
 
 
 @hookimpl
 def focusing_sparse_backends() -> list[type]:
     """Built-in sparse backends."""
-    return []
+    # the adapters import their libraries lazily: listing them costs nothing when absent
+    from focusing.core.sparse.backends.minkowski import MinkowskiBackend
+    from focusing.core.sparse.backends.spconv import SpconvBackend
+    from focusing.core.sparse.backends.torch import TorchBackend
+
+    return [TorchBackend, SpconvBackend, MinkowskiBackend]
 
 
 @hookimpl
 def focusing_upsamplers() -> list[type]:
     """Built-in upsamplers."""
-    return []
+    from focusing.core.vae.upsamplers import SelfPruningUpsampler, SubdivideUpsampler
+
+    return [SelfPruningUpsampler, SubdivideUpsampler]
 
 
 @hookimpl
 def focusing_setups() -> list:
-    """Built-in setup presets shipped as TOML files."""
-    return []
+    """Built-in setup presets shipped as TOML files (named by file stem)."""
+    return sorted((Path(__file__).parent / "setups").glob("*.toml"))
 
 
 @hookimpl
 def focusing_commands() -> list:
     """Core's CLI subcommands beyond `plugins`."""
-    return []
+    from focusing.core.train.cli import reconstruct_command, train_command
+
+    return [train_command, reconstruct_command]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from focusing.core.plugins import hookimpl
+from focusing.eval.eval_cli import eval_command
 
 
 @hookimpl
 def focusing_commands() -> list:
-    """CLI subcommands of focusing-eval."""
-    return []
+    """CLI subcommands of focusing-eval: `eval` (metrics of meshes against ground truth)."""
+    return [eval_command]

@@ -6,6 +6,15 @@ from focusing.core.plugins import hookimpl
 
 
 @hookimpl
+def focusing_renderers() -> list:
+    """Renderer classes of focusing-render: torch (everywhere), embree (CPU), nvdiffrast (CUDA)."""
+    from focusing.render.nvdiffrast_renderer import NvdiffrastRenderer
+    from focusing.render.renderers import EmbreeRenderer, TorchRenderer
+
+    return [TorchRenderer, EmbreeRenderer, NvdiffrastRenderer]
+
+
+@hookimpl
 def focusing_commands() -> list:
     """CLI subcommands of focusing-render."""
     return []

@@ -113,7 +113,7 @@ class Camera:
     def to_clip(self, points: torch.Tensor) -> torch.Tensor:
         """World points [N,3] to homogeneous clip coordinates [N,4]."""
         m = self.full_matrix.to(points)
-        return points @ m[:3, :].T + m[:, 3]
+        return points @ m[:, :3].T + m[:, 3]
 
     def project(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """World points [N,3] -> (pixels [N,2] as (u=column, v=row), view depth [N])."""
@@ -220,7 +220,9 @@ def orbit_cameras(
     """`n` cameras on a sphere of `radius` around `target`, looking at it; random directions
     (uniform on the sphere) from `rng`, or a Fibonacci spiral when rng is None.
 
-    Near and far hug the unit box [-0.5, 0.5]^3 (half-diagonal sqrt(3)/2)."""
+    Near and far hug the unit box [-0.5, 0.5]^3 (half-diagonal sqrt(3)/2). At radius 2 the
+    default 40 degree field of view shows the box's inscribed ball but may crop its corners;
+    the whole box needs 2 asin(sqrt(3)/4) = 51.3 degrees (the trainer uses 55)."""
     if n <= 0:
         raise ValueError(f"need at least one camera, got n={n}")
     half_diag = math.sqrt(3.0) / 2.0

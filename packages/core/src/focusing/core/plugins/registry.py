@@ -77,7 +77,7 @@ class PluginEntry:
 
 def _entry_name(kind: str, obj: Any) -> str:
     if kind == "setup":
-        return getattr(obj, "name", None) or Path(obj).stem
+        return Path(obj).stem if isinstance(obj, (str, Path)) else obj.name
     if kind == "command":
         return getattr(obj, "command_name", None) or obj.__name__.replace("_", "-")
     name = getattr(obj, "name", "")
@@ -181,10 +181,16 @@ def get_registry(kind: str) -> KindRegistry:
     hook = getattr(pm.hook, KINDS[kind])
     # Call each implementation on its own so every result is tied to its distribution.
     for impl in reversed(hook.get_hookimpls()):
-        result = impl.function() or []
         dist, version = dists.get(
             id(impl.plugin), (f"<runtime {getattr(impl.plugin, '__name__', impl.plugin_name)}>", "")
         )
+        try:
+            result = impl.function() or []
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {impl.plugin_name} (distribution {dist}) failed in {KINDS[kind]}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         for obj in result:
             entries.append(PluginEntry(kind, _entry_name(kind, obj), obj, dist, version))
     registry = KindRegistry(kind, entries)
@@ -198,11 +204,10 @@ def get(kind: str, name: str, require_available: bool = True) -> Any:
 
 
 def all_entries() -> list[PluginEntry]:
-    """Return every entry of every kind except commands, in KINDS order."""
+    """Return every entry of every kind, in KINDS order."""
     out: list[PluginEntry] = []
     for kind in KINDS:
-        if kind != "command":
-            out.extend(get_registry(kind).entries())
+        out.extend(get_registry(kind).entries())
     return out
 
 

@@ -1,0 +1,119 @@
+"""View-based truncated signed distance (TRELLIS style) from depth maps: no watertight mesh needed.
+
+A point's value in one view is D(u, v) - d: the depth map at the point's pixel minus the point's
+own view depth, positive in front of the visible surface (free space), negative behind it,
+clamped to [-t, t]. Depth maps come from any renderer or from geometry.raycast (view depth,
+0 on background). Open meshes are fine: nothing here needs an inside/outside test.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from focusing.core.geometry.camera import Camera
+
+__all__ = ["view_tsdf", "fuse_view_tsdf"]
+
+
+def view_tsdf(
+    points: torch.Tensor, camera: Camera, depth_map: torch.Tensor, truncation: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-view TSDF of world points [N,3] from a view-depth map [H,W] (0 = background):
+    (values [N] in [-t, t], valid [N] bool). The map is read at the pixel holding the point
+    (nearest, no interpolation: blending across a silhouette would mix in background zeros).
+    Background pixel -> +t (free space); outside the image or behind the camera -> not valid."""
+    points = torch.as_tensor(points)
+    if not points.is_floating_point():
+        points = points.to(torch.float64)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"view_tsdf: points must be [N,3], got {list(points.shape)}")
+    depth_map = torch.as_tensor(depth_map)
+    if depth_map.shape != (camera.height, camera.width):
+        raise ValueError(
+            f"view_tsdf: depth map is {list(depth_map.shape)} but the camera renders "
+            f"{camera.height}x{camera.width}"
+        )
+    if not truncation > 0:
+        raise ValueError(f"view_tsdf: truncation must be positive, got {truncation}")
+    t = float(truncation)
+    pix, d = camera.project(points.to(torch.float64))
+    u, v = pix[:, 0], pix[:, 1]
+    valid = (d > 0) & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
+    valid &= torch.isfinite(u) & torch.isfinite(v)
+    col = u.floor().clamp(0, camera.width - 1).nan_to_num(0).long()
+    row = v.floor().clamp(0, camera.height - 1).nan_to_num(0).long()
+    big = depth_map.to(torch.float64)[row, col]
+    values = torch.where(big > 0, (big - d).clamp(-t, t), torch.full_like(d, t))
+    values = torch.where(valid, values, torch.zeros_like(values))
+    return values.to(points.dtype), valid
+
+
+def fuse_view_tsdf(
+    points: torch.Tensor,
+    cameras: Sequence[Camera],
+    depth_maps: torch.Tensor | Sequence[torch.Tensor],
+    truncation: float,
+    free_erosion: int = 1,
+) -> torch.Tensor:
+    """Fused TSDF [N] in [-t, t] of world points [N,3] over views (depth maps [B,H,W]).
+
+    Rule, and why:
+    - free space wins: if any view sees the point in front of its surface by at least t (or on
+      background), the point is outside the shape (a ray reached it before any surface), so +t.
+      Views where the point is hidden say nothing about it, so they cannot veto this. For this
+      test only, each pixel's depth is the nearest surface depth in its (2e+1)^2 neighbourhood
+      (e = free_erosion): otherwise a surface point next to a silhouette, whose own pixel
+      centre ray just misses the shape, would be carved away as free space in that one view;
+    - otherwise the mean of the in-band values (|D - d| < t) of the views that see the point:
+      each is the depth offset along one view, and averaging evens out the view-dependent
+      stretch (1 / cos of the ray-to-normal angle) and pixel quantisation;
+    - otherwise, if some view saw it in front by t or more at its own pixel (a free-space hint
+      the erosion withheld), +t; if every valid view has it behind the surface by t or more,
+      it is inside: -t;
+    - a point no view sees is reported as +t (nothing was observed there)."""
+    cameras = list(cameras)
+    if isinstance(depth_maps, torch.Tensor) and depth_maps.ndim == 2:
+        depth_maps = depth_maps[None]
+    if len(cameras) == 0 or len(cameras) != len(depth_maps):
+        raise ValueError(
+            f"fuse_view_tsdf: need one depth map per camera, got {len(cameras)} cameras and "
+            f"{len(depth_maps)} maps"
+        )
+    points = torch.as_tensor(points)
+    if not points.is_floating_point():
+        points = points.to(torch.float64)
+    t = float(truncation)
+    n = points.shape[0]
+    free = torch.zeros(n, dtype=torch.bool)
+    seen = torch.zeros(n, dtype=torch.bool)
+    weak_free = torch.zeros(n, dtype=torch.bool)
+    total = torch.zeros(n, dtype=torch.float64)
+    count = torch.zeros(n, dtype=torch.float64)
+    for cam, dm in zip(cameras, depth_maps):
+        val, ok = view_tsdf(points, cam, dm, t)
+        val = val.to(torch.float64)
+        seen |= ok
+        near = _nearest_depth(torch.as_tensor(dm).to(torch.float64), free_erosion)
+        fval, _ = view_tsdf(points, cam, near, t)
+        free |= ok & (fval >= t)
+        weak_free |= ok & (val >= t)
+        band = ok & (val > -t) & (val < t)
+        total += torch.where(band, val, torch.zeros_like(val))
+        count += band.to(torch.float64)
+    out = torch.where(count > 0, total / count.clamp(min=1.0), torch.full_like(total, -t))
+    out = torch.where((count == 0) & weak_free, torch.full_like(out, t), out)
+    out = torch.where(free | ~seen, torch.full_like(out, t), out)
+    return out.to(points.dtype)
+
+
+def _nearest_depth(depth: torch.Tensor, radius: int) -> torch.Tensor:
+    """Smallest non-background depth [H,W] over each pixel's (2r+1)^2 window (0 if none)."""
+    if radius <= 0:
+        return depth
+    inf = torch.finfo(depth.dtype).max
+    d = torch.where(depth > 0, depth, torch.full_like(depth, inf))
+    k = 2 * radius + 1
+    d = -torch.nn.functional.max_pool2d(-d[None, None], k, stride=1, padding=radius)[0, 0]
+    return torch.where(d < inf, d, torch.zeros_like(d))

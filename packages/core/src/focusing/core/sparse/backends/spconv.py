@@ -1,0 +1,243 @@
+"""The `spconv` sparse backend: spconv 2.x (Native gather-GEMM-scatter) behind our contract.
+
+Layout mapping (checked against dense `F.conv3d` in tests/sparse_backends):
+- spconv indices are (b, d0, d1, d2) int32 with `spatial_shape` [R, R, R]; we pass our
+  (b, x, y, z) as is, so spconv's spatial dims are our x, y, z;
+- spconv weights are KRSC, [C_out, k, k, k, C_in], where index (i, j, l) of a submanifold
+  kernel reads the input at offset (i - 1, j - 1, l - 1) and index o of the stride-2 kernel
+  (and of the stride-2 transposed kernel) pairs parent p with child 2 p + o. Our [K, C_in, C_out]
+  weights with dz fastest are therefore one reshape + permute away, done in autograd so that
+  gradients reach the caller's weight tensor.
+
+Two fixes for spconv 2.3 on the CPU, applied on first use (never at import of this module, so
+that the registry can list this backend without importing spconv):
+- its backward asks CUDA for a stream (`Torch not compiled with CUDA enabled`): without CUDA,
+  `spconv.pytorch.ops.get_current_stream` returns 0;
+- its multithreaded `SpconvOps.scatter_add_cpu` races: with more than one thread it returns
+  wrong rows now and then (about one call in ten at 8 channels, float64 worse), in forward and
+  in the input gradient. The CPU path of spconv's ops module gets a scatter-add that does
+  `index_add_` on the same memory instead; the CUDA path never calls it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from focusing.core.sparse import hashing
+from focusing.core.sparse.backends.base import KERNEL2_OFFSETS, SparseBackend
+
+if TYPE_CHECKING:
+    from focusing.core.sparse.tensor import SparseTensor
+
+# op -> (kernel, stride, padding, submanifold, transposed) of spconv's index-pair generation
+_PAIR_OPS = {
+    "subm3": (3, 1, 1, True, False),
+    "down2": (2, 2, 0, False, False),
+    "up2": (2, 2, 0, False, True),
+}
+
+INSTALL_HINT = "pip install spconv (CPU) or spconv-cuXXX (the CUDA build matching your torch)"
+
+
+class _CpuScatterAddFix:
+    """Stands in for spconv's `SpconvOps` in its ops module; only `scatter_add_cpu` differs."""
+
+    _TORCH_OK = (torch.float16, torch.float32, torch.float64)
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def scatter_add_cpu(self, out: Any, buffer: Any, indices: Any) -> None:
+        """out[indices[r]] += buffer[r] for r < len(indices); tensorview CPU tensors, in place."""
+        out_t = torch.from_numpy(out.numpy_view())
+        if out_t.dtype not in self._TORCH_OK:
+            return self._inner.scatter_add_cpu(out, buffer, indices)
+        idx = torch.from_numpy(indices.numpy_view()).long()
+        src = torch.from_numpy(buffer.numpy_view())[: idx.shape[0]]
+        out_t.index_add_(0, idx, src)
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _spconv() -> tuple[Any, Any, Any]:
+    """Import spconv once, apply the CPU fixes, return (ops module, functional module, ConvAlgo)."""
+    import spconv.pytorch.ops as ops
+    from spconv.core import ConvAlgo
+    from spconv.pytorch import functional as fsp
+
+    if not torch.cuda.is_available():
+        ops.get_current_stream = lambda: 0
+    if not isinstance(ops.SpconvOps, _CpuScatterAddFix):
+        ops.SpconvOps = _CpuScatterAddFix(ops.SpconvOps)
+    return ops, fsp, ConvAlgo
+
+
+def _check(x: "SparseTensor", weight: torch.Tensor, kernel_volume: int, what: str) -> None:
+    """Raise a ValueError naming the fault when x and weight do not fit together."""
+    if weight.ndim != 3 or weight.shape[0] != kernel_volume:
+        raise ValueError(
+            f"spconv {what}: weight must be [{kernel_volume}, C_in, C_out], "
+            f"got {tuple(weight.shape)}"
+        )
+    if x.feats.ndim != 2 or x.feats.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"spconv {what}: feats {tuple(x.feats.shape)} do not match C_in={weight.shape[1]}"
+        )
+    if x.feats.dtype != weight.dtype:
+        raise ValueError(f"spconv {what}: feats {x.feats.dtype} and weight {weight.dtype} differ")
+    if x.coords.shape[0] != x.feats.shape[0]:
+        raise ValueError(
+            f"spconv {what}: {x.coords.shape[0]} coords for {x.feats.shape[0]} feature rows"
+        )
+
+
+def _rows_of(got: torch.Tensor, want: torch.Tensor, n: int, who: str) -> torch.Tensor:
+    """rows [M] with got[rows] == want, for coords got/want [M,4] that hold the same set."""
+    if got.shape[0] != want.shape[0]:
+        raise RuntimeError(
+            f"{who} upsample_conv produced {got.shape[0]} voxels for {n} inputs "
+            f"(expected {want.shape[0]}): duplicate input coordinates?"
+        )
+    got_sorted, got_order = torch.sort(hashing.pack(got))
+    want_keys = hashing.pack(want)
+    pos = torch.searchsorted(got_sorted, want_keys).clamp_max(got.shape[0] - 1)
+    if not torch.equal(got_sorted[pos], want_keys):
+        raise RuntimeError(f"{who} upsample_conv: output coordinates are not the 8 children")
+    return got_order[pos]
+
+
+def _bias(feats: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Add the [C_out] bias (spconv's CPU path takes none), keeping it in the graph."""
+    return feats if bias is None else feats + bias
+
+
+def _kernel_krsc(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """Our [k^3, C_in, C_out] (dz fastest) to spconv's [C_out, k, k, k, C_in], differentiably."""
+    c_in, c_out = weight.shape[1], weight.shape[2]
+    return weight.reshape(k, k, k, c_in, c_out).permute(4, 0, 1, 2, 3).contiguous()
+
+
+class SpconvBackend(SparseBackend):
+    """Sparse convolutions through spconv 2.x (Native algorithm; CPU and CUDA)."""
+
+    name = "spconv"
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """Return (True, "") when spconv imports, else (False, install hint and the error)."""
+        try:
+            _spconv()
+        except ImportError as exc:
+            return False, f"{INSTALL_HINT} ({exc})"
+        except Exception as exc:  # a broken install must read as unavailable, with its cause
+            return False, f"spconv failed to import: {type(exc).__name__}: {exc}. {INSTALL_HINT}"
+        return True, ""
+
+    @staticmethod
+    def _indices(x: "SparseTensor") -> torch.Tensor:
+        # spconv's C++ reads the raw buffer: it must be contiguous int32 (a transposed view,
+        # e.g. straight from `nonzero()`, silently yields wrong neighbour pairs).
+        return x.coords.to(torch.int32).contiguous()
+
+    def _pairs(self, x: "SparseTensor", op: str) -> tuple:
+        """spconv's (out ids, pairs, pair counts) for op on x's coords, cached in x.cache."""
+        key = ("spconv", op)
+        hit = x.cache.get(key)
+        if hit is None:
+            ops, _, algo = _spconv()
+            k, stride, pad, subm, transpose = _PAIR_OPS[op]
+            extent = x.resolution
+            if op == "down2":  # even, so that no voxel of an odd-sized grid falls off the edge
+                extent += x.resolution % 2
+            hit = ops.get_indice_pairs(
+                self._indices(x), x.batch_size, [extent] * 3, algo.Native,
+                [k] * 3, [stride] * 3, [pad] * 3, [1] * 3, [0] * 3, subm, transpose,
+            )  # fmt: skip
+            x.cache[key] = hit
+        return hit
+
+    def submanifold_conv(
+        self, x: "SparseTensor", weight: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> "SparseTensor":
+        """Kernel-3 submanifold conv, rows in x's order; feats [N,C_in] -> [N,C_out]."""
+        _check(x, weight, 27, "submanifold_conv")
+        n = x.coords.shape[0]
+        if n == 0:
+            return x.replace(_bias(x.feats @ weight[13], bias))
+        _, fsp, algo = _spconv()
+        _, pairs, pair_num = self._pairs(x, "subm3")
+        # submanifold output indices are the input's, row for row
+        feats = fsp.indice_subm_conv(
+            x.feats.contiguous(), _kernel_krsc(weight, 3), pairs, pair_num, n, algo.Native
+        )
+        return x.replace(_bias(feats, bias))
+
+    def downsample_conv(
+        self, x: "SparseTensor", weight: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> "SparseTensor":
+        """Kernel-2 stride-2 conv to parents sorted by (b, x, y, z); [M,C_out] at R // 2."""
+        from focusing.core.sparse.tensor import SparseTensor
+
+        _check(x, weight, 8, "downsample_conv")
+        out_res = x.resolution // 2
+        if x.coords.shape[0] == 0:
+            return SparseTensor(
+                x.coords.new_zeros((0, 4)), _bias(x.feats @ weight[0], bias), out_res,
+                batch_size=x.batch_size,
+            )  # fmt: skip
+        _, fsp, algo = _spconv()
+        out_ids, pairs, pair_num = self._pairs(x, "down2")
+        feats = fsp.indice_conv(
+            x.feats.contiguous(), _kernel_krsc(weight, 2), pairs, pair_num,
+            out_ids.shape[0], algo.Native,
+        )  # fmt: skip
+        out_coords = out_ids.long().to(x.coords.device)
+        order = torch.argsort(hashing.pack(out_coords))
+        return SparseTensor(
+            out_coords[order],
+            _bias(feats.index_select(0, order.to(feats.device)), bias),
+            out_res,
+            batch_size=x.batch_size,
+        )
+
+    def upsample_conv(
+        self, x: "SparseTensor", weight: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> "SparseTensor":
+        """Generative transposed conv: voxel i to children at rows 8 i + o; [8N,C_out] at 2R."""
+        from focusing.core.sparse.tensor import SparseTensor
+
+        _check(x, weight, 8, "upsample_conv")
+        out_res = x.resolution * 2
+        n = x.coords.shape[0]
+        children = x.coords.repeat_interleave(8, dim=0)
+        children[:, 1:] = children[:, 1:] * 2 + KERNEL2_OFFSETS.to(x.coords.device).repeat(n, 1)
+        if n == 0:
+            return SparseTensor(
+                children, _bias(x.feats @ weight[0], bias), out_res, batch_size=x.batch_size
+            )
+        _, fsp, algo = _spconv()
+        # spconv's stride-2 transposed conv writes child 2 p + o of every input p; children of
+        # distinct parents are distinct, so its output set is exactly the 8 N children.
+        out_ids, pairs, pair_num = self._pairs(x, "up2")
+        feats = fsp.indice_conv(
+            x.feats.contiguous(), _kernel_krsc(weight, 2), pairs, pair_num,
+            out_ids.shape[0], algo.Native,
+        )  # fmt: skip
+        # a tuple, never a bare Tensor: SparseTensor.index_select would call Tensor.index_select
+        hit = x.cache.get(("spconv", "up2_rows"))
+        if hit is None:
+            hit = (_rows_of(out_ids.long().to(children.device), children, n, "spconv"),)
+            x.cache[("spconv", "up2_rows")] = hit
+        rows = hit[0]
+        return SparseTensor(
+            children,
+            _bias(feats.index_select(0, rows.to(feats.device)), bias),
+            out_res,
+            batch_size=x.batch_size,
+        )

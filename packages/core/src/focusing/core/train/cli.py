@@ -1,0 +1,65 @@
+"""`focusing train` and `focusing reconstruct`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def train_command(
+    setup: str = typer.Option(..., "--setup", help="Registered setup name (triposf, focusing) or a TOML file."),
+    data: Path = typer.Option(..., "--data", help="Folder of meshes (OBJ, PLY, OFF, STL, GLB)."),
+    out: Path = typer.Option(..., "--out", help="Run folder (config, TensorBoard events, checkpoints)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total steps (overrides train.steps)."),
+    overrides: List[str] = typer.Option([], "--set", help="Override a setting: key=value (TOML value)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train a shape VAE under a setup; also runs under `torchrun` (one process per rank)."""
+    from focusing.core.plugins import PluginError
+    from focusing.core.train.config import ConfigError, load_setup
+    from focusing.core.train.trainer import Trainer
+
+    try:
+        extra = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
+        config = load_setup(setup, extra)
+        trainer = Trainer(config, data, out, resume=resume, progress=not quiet)
+    except (ConfigError, PluginError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    try:
+        history = trainer.fit()
+    finally:
+        trainer.close()
+    if history and trainer.dist.is_main:
+        last = history[-1]
+        typer.echo(f"trained {config.get('name')} to step {trainer.step}: loss {last.terms['total']:.5f}; "
+                   f"run folder {out} (tensorboard --logdir {out / 'tensorboard'})")
+
+
+train_command.command_name = "train"
+
+
+def reconstruct_command(
+    run: Path = typer.Argument(..., help="Run folder written by `focusing train`."),
+    mesh: Path = typer.Argument(..., help="Mesh to encode and decode."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output mesh file (.ply, .obj, ...)."),
+    chunk_voxels: Optional[int] = typer.Option(None, "--chunk-voxels", help="Latent voxels per decode chunk (memory budget)."),
+    step: Optional[int] = typer.Option(None, "--step", help="Checkpoint step (default: latest)."),
+) -> None:
+    """Reconstruct MESH with a trained VAE and save it (in MESH's own frame)."""
+    from focusing.core.geometry.mesh import MeshError
+    from focusing.core.train.reconstruct import reconstruct_file
+
+    try:
+        info = reconstruct_file(run, mesh, output, chunk_voxels, step)
+    except (MeshError, FileNotFoundError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"wrote {info['out']}: {info['vertices']} vertices, {info['faces']} faces")
+
+
+reconstruct_command.command_name = "reconstruct"

@@ -1,0 +1,89 @@
+"""The training losses of paper eq. 7, each returned on its own so it can be logged.
+
+L = l1 L_render + l2 L_occ + l3 L_KL + l4 L_flex + l5 L_tv + l6 L_tsdf, with
+L_render = ld L_depth + ln L_normal + lm L_mask + lss L_ssim(normals) [+ llp L_perceptual].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ssim
+
+from focusing.core.rendering import RenderOutput
+
+
+def render_losses(pred: RenderOutput, gt: RenderOutput) -> dict[str, torch.Tensor]:
+    """L1 depth, L1 normal, L1 mask and (1 - SSIM) of normal maps; maps [H,W(,3)] or [B,H,W(,3)].
+
+    Depth and normals are compared where both renders see a surface (elsewhere the mask term
+    does the work: a missing surface has no depth to move)."""
+    both = (gt.mask > 0.5) & (pred.triangle_id >= 0)
+    n_both = both.sum().clamp_min(1)
+    depth = (pred.depth - gt.depth).abs()[both].sum() / n_both
+    normal = (pred.normal - gt.normal).abs().sum(-1)[both].sum() / n_both
+    mask = (pred.mask - gt.mask).abs().mean()
+    # SSIM of normal maps mapped to [0, 1], background 0.5 (the "no normal" colour).
+    def as_image(out: RenderOutput) -> torch.Tensor:
+        img = out.normal * 0.5 + 0.5
+        img = torch.where(out.mask[..., None] > 0, img, torch.full_like(img, 0.5))
+        img = img.reshape(-1, *img.shape[-3:])
+        return img.permute(0, 3, 1, 2)
+    p_img, g_img = as_image(pred), as_image(gt)
+    win = min(11, min(p_img.shape[-2:]) // 2 * 2 - 1)
+    ssim_loss = 1.0 - ssim(p_img, g_img.to(p_img), data_range=1.0, size_average=True, win_size=win)
+    return {"depth": depth, "normal": normal, "mask": mask, "ssim": ssim_loss}
+
+
+def kl_loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) summed over channels, averaged over voxels; [N,C]."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1).mean()
+
+
+def occupancy_loss(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+    """Binary cross-entropy of every occupancy head against ground-truth occupancy [M] (0/1)."""
+    if not logits:
+        return torch.zeros(())
+    terms = [F.binary_cross_entropy_with_logits(l, t.to(l)) for l, t in zip(logits, targets)]
+    return torch.stack(terms).mean()
+
+
+def tsdf_loss(corner_sdf: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+              truncation: float) -> torch.Tensor:
+    """Eq. 5: L1 between the (truncated) predicted corner SDF [Nc] and the TSDF target [Nc]."""
+    if valid.sum() == 0:
+        return corner_sdf.sum() * 0.0
+    pred = corner_sdf.clamp(-truncation, truncation)
+    return (pred - target.to(pred)).abs()[valid].mean() / truncation
+
+
+def total_loss(terms: dict[str, torch.Tensor], weights: dict, tsdf_on: bool) -> torch.Tensor:
+    """Weighted sum of the logged terms by the setup's `loss` table (eq. 7)."""
+    render = (weights["depth"] * terms["depth"] + weights["normal"] * terms["normal"]
+              + weights["mask"] * terms["mask"] + weights["ssim"] * terms["ssim"])
+    total = weights["render"] * render
+    for key in ("occupancy", "kl", "flex", "tv", "consistency"):
+        if key in terms:
+            total = total + weights[key] * terms[key]
+    if tsdf_on and "tsdf" in terms:
+        total = total + weights["tsdf"] * terms["tsdf"]
+    return total
+
+
+def sparse_tv_loss(corner_coords: torch.Tensor, corner_sdf: torch.Tensor) -> torch.Tensor:
+    """Eq. 6: mean over corners of sqrt(dx^2 + dy^2 + dz^2) of the SDF differences to the +x, +y,
+    +z neighbour corners (a missing neighbour contributes 0); coords [M,4], sdf [M]."""
+    from focusing.core.sparse.hashing import CoordIndex
+
+    if len(corner_sdf) == 0:
+        return corner_sdf.sum() * 0.0
+    index = CoordIndex(corner_coords)
+    sq = torch.zeros_like(corner_sdf)
+    for axis in (1, 2, 3):
+        step = torch.zeros(4, dtype=torch.long, device=corner_coords.device)
+        step[axis] = 1
+        nb = index.lookup(corner_coords + step)
+        has = nb >= 0
+        diff = torch.where(has, corner_sdf[nb.clamp_min(0)] - corner_sdf, torch.zeros_like(corner_sdf))
+        sq = sq + diff.square()
+    return torch.sqrt(sq + 1e-12).mean()

@@ -1,0 +1,60 @@
+"""Peak memory of a block of work: CUDA allocator peak on the GPU, sampled RSS on the CPU.
+
+On the CPU the process's resident set is sampled by a background thread (every 2 ms) and
+reported above the level at entry, so the figure is what the block itself added.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import torch
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def current_rss_bytes() -> int:
+    """Resident set size of this process in bytes (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except OSError:
+        return 0
+
+
+class PeakMemory:
+    """Context manager: `.peak_mb` is the peak memory above the entry level, in MiB."""
+
+    def __init__(self, device: torch.device | str = "cpu", interval_s: float = 0.002):
+        self.device = torch.device(device)
+        self.interval = interval_s
+        self.peak_mb = 0.0
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            return self
+        self._base = current_rss_bytes()
+        self._peak = self._base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, current_rss_bytes())
+            self._stop.wait(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            peak = max(self._peak, current_rss_bytes())
+        self.peak_mb = max(peak - self._base, 0) / 2**20

@@ -1,0 +1,306 @@
+"""The trainer: one code path for every setup (backend, renderer, selectors, upsampler as plugins).
+
+A training step, per shape (DESIGN.md "The training step"): sample a camera, render the ground
+truth from the raw mesh, encode, run the latent-stage selectors, decode the kept latents,
+run the output-stage selectors, extract the SparseFlex mesh, render it with the (possibly
+zoomed) camera, and add up the losses of eq. 7. Steps are reproducible: every random draw of
+step t comes from generators seeded by (seed, t, slot), so `--resume` continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from focusing.core.geometry.camera import Camera
+from focusing.core.geometry.tsdf import fuse_view_tsdf
+from focusing.core.plugins import get_registry
+from focusing.core.sparse.tensor import SparseTensor
+from focusing.core.sparseflex.field import sparseflex_from_features
+from focusing.core.sparseflex.flexicubes import extract_mesh
+from focusing.core.train import checkpoint, losses
+from focusing.core.train.config import dumps
+from focusing.core.train.data import ShapeDataset, ShapeRecord, shape_order
+from focusing.core.train.distributed import (
+    DistInfo, all_reduce_gradients, all_reduce_mean, barrier, init_distributed,
+)
+from focusing.core.train.memory import PeakMemory
+from focusing.core.vae.model import ShapeVAE
+
+
+@dataclass
+class StepResult:
+    """What one step measured: loss terms, voxel counts, time, memory."""
+
+    terms: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    peak_memory_mb: float = 0.0
+    images: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def sample_camera(record: ShapeRecord, cfg: dict, rng: np.random.Generator) -> Camera:
+    """A training view: an orbit view of the whole shape, or a near-surface view (TripoSF)."""
+    cams = cfg["cameras"]
+    size = int(cams["image_size"])
+    r0, r1 = cams["radius"]
+    radius = float(rng.uniform(r0, r1))
+    if cams["target"] == "center":
+        d = rng.normal(size=3)
+        d /= np.linalg.norm(d)
+        eye, target = d * radius, np.zeros(3)
+        half_diag = math.sqrt(3) / 2
+        near, far = max(radius - half_diag - 0.05, 1e-2), radius + half_diag + 0.05
+    elif cams["target"] == "surface":
+        i = int(rng.integers(len(record.points)))
+        target = record.points[i].double().numpy()
+        n = record.normals[i].double().numpy()
+        d = rng.normal(size=3)
+        d /= np.linalg.norm(d)
+        if d @ n < 0:  # look at the point from the side its normal faces
+            d = -d
+        d = d + n
+        d /= np.linalg.norm(d)
+        eye = target + d * radius
+        near, far = 0.02, radius + 1.8
+    else:
+        raise ValueError(f"cameras.target must be 'center' or 'surface', got {cams['target']!r}")
+    return Camera.looking_at(eye, target, fov_y_deg=float(cams["fov_y_deg"]), width=size,
+                             height=size, near=near, far=far)
+
+
+def make_selectors(cfg: dict, stage: str) -> list:
+    """Instances of the setup's selectors for `stage`, with their parameters."""
+    registry = get_registry("voxel_selector")
+    params = cfg["selectors"].get("params", {})
+    return [registry.get(n)(**params.get(n, {})) for n in cfg["selectors"][stage]]
+
+
+def _lr_lambda(cfg: dict):
+    total = max(int(cfg["train"]["steps"]), 1)
+    warm = int(cfg["train"]["warmup_steps"])
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min((step - warm) / max(total - warm, 1), 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return f
+
+
+class Trainer:
+    """Trains a ShapeVAE under a resolved setup, writing a run folder."""
+
+    def __init__(self, config: dict, data_dir: Path, run_dir: Path, resume: bool = False,
+                 progress: bool = True, dist_info: DistInfo | None = None):
+        self.cfg = config
+        self.run_dir = Path(run_dir)
+        self.dist = dist_info or init_distributed()
+        self.device = self.dist.device
+        self.progress = progress and self.dist.is_main
+        torch.manual_seed(int(config["train"]["seed"]))
+        self.data = ShapeDataset(Path(data_dir), config, workers=int(config["train"]["workers"]),
+                                 progress=self.progress)
+        self.model = ShapeVAE(config).to(self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=float(config["train"]["lr"]),
+                                           weight_decay=float(config["train"]["weight_decay"]))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config))
+        self.renderer = get_registry("renderer").get(config["backend"]["renderer"])()
+        self.latent_selectors = make_selectors(config, "latent")
+        self.output_selectors = make_selectors(config, "output")
+        self.step = 0
+        if resume:
+            last = checkpoint.latest_step(self.run_dir)
+            if last is None:
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}")
+            checkpoint.load_weights(self.run_dir, self.model, last)
+            checkpoint.load_training_state(self.run_dir, last, self.optimizer, self.scheduler)
+            self.step = last
+        elif self.dist.is_main and (self.run_dir / "checkpoints").exists():
+            raise FileExistsError(
+                f"run folder {self.run_dir} already holds a run; use --resume or another --out"
+            )
+        self.writer = None
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.atomic_write_text(self.run_dir / "config.json", dumps(config))
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        self._perceptual_warned = False
+
+    # ------------------------------------------------------------------------------------
+    def _render(self, record: ShapeRecord, camera: Camera):
+        with torch.no_grad():
+            return self.renderer.render(record.vertices.to(self.device),
+                                        record.faces.to(self.device), camera).detach()
+
+    def _tsdf_target(self, record: ShapeRecord, corners: torch.Tensor, truncation: float):
+        cams = [Camera(torch.tensor(c["world_to_view"], dtype=torch.float64),
+                       torch.tensor(c["projection"], dtype=torch.float64),
+                       c["width"], c["height"], c["near"], c["far"]) for c in record.tsdf_cameras]
+        return fuse_view_tsdf(corners.detach().double(), cams, record.tsdf_depths.double(),
+                              truncation)
+
+    def shape_loss(self, record: ShapeRecord, step: int, slot: int) -> tuple[torch.Tensor, StepResult]:
+        """Loss of one shape at one step (one view), with what was measured on the way."""
+        cfg, dev = self.cfg, self.device
+        rng = np.random.default_rng([int(cfg["train"]["seed"]), step, slot])
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        res = StepResult()
+        camera = sample_camera(record, cfg, rng)
+        gt = self._render(record, camera)
+
+        r = int(cfg["model"]["latent_resolution"])
+        active = record.active[r]
+        voxels = SparseTensor(torch.cat([active.new_zeros(len(active), 1), active], 1),
+                              torch.zeros(len(active), 0), r)
+        mean, logvar = self.model.encode(record.points.to(dev), record.normals.to(dev),
+                                         voxels.to(dev))
+        eps = torch.randn(mean.shape, generator=gen).to(dev)
+        z = voxels.to(dev).replace(mean + torch.exp(0.5 * logvar) * eps)
+        res.counts["latent_all"] = len(z)
+        for sel in self.latent_selectors:
+            s = sel.select(z, camera, gt, rng)
+            z = z.index_select(s.index)
+            if s.camera_changed:
+                camera = s.camera
+                gt = self._render(record, camera)
+        res.counts["latent_kept"] = len(z)
+        terms: dict[str, torch.Tensor] = {"kl": losses.kl_loss(mean, logvar)}
+        targets = {2 * r: record.active[2 * r], 4 * r: record.active[4 * r]}
+        dec = self.model.decode(z, occupancy_targets=targets, prune=False)
+        out = dec.features
+        res.counts["output_all"] = len(out)
+        for sel in self.output_selectors:
+            s = sel.select(out, camera, gt, rng)
+            out = out.index_select(s.index)
+            if s.camera_changed:
+                camera = s.camera
+                gt = self._render(record, camera)
+        res.counts["output_kept"] = len(out)
+        terms["occupancy"] = losses.occupancy_loss(dec.occupancy_logits, dec.occupancy_targets)
+        field_ = sparseflex_from_features(out)
+        mesh = extract_mesh(field_, training=True)
+        res.counts["triangles"] = len(mesh.faces)
+        pred = self.renderer.render(mesh.vertices, mesh.faces, camera)
+        terms.update(losses.render_losses(pred, gt))
+        terms["flex"] = mesh.l_dev
+        terms["consistency"] = field_.consistency_loss()
+        terms["tv"] = losses.sparse_tv_loss(field_.corner_coords, field_.corner_sdf)
+        tsdf_on = step < int(cfg["loss"]["tsdf_steps"])
+        if tsdf_on:
+            trunc = 2.0 / (4 * r)
+            corners = field_.corner_coords[:, 1:].to(torch.float64) / (4 * r) - 0.5
+            target = self._tsdf_target(record, corners, trunc)
+            valid = torch.isfinite(target)
+            terms["tsdf"] = losses.tsdf_loss(field_.corner_sdf, torch.nan_to_num(target), valid,
+                                             trunc)
+        total = losses.total_loss(terms, cfg["loss"], tsdf_on)
+        res.terms = {k: float(v.detach()) for k, v in terms.items()}
+        res.terms["total"] = float(total.detach())
+        res.images = {"gt_depth": gt.depth, "pred_depth": pred.depth.detach(),
+                      "gt_normal": gt.normal, "pred_normal": pred.normal.detach()}
+        return total, res
+
+    def train_step(self) -> StepResult:
+        """One optimisation step over this process's share of the global batch."""
+        cfg = self.cfg
+        step = self.step
+        batch = int(cfg["train"]["batch_size"])
+        world, rank = self.dist.world_size, self.dist.rank
+        if batch % world:
+            raise ValueError(f"train.batch_size {batch} is not divisible by {world} processes")
+        order = shape_order(len(self.data), step, batch, int(cfg["train"]["seed"]))
+        slots = list(range(rank * batch // world, (rank + 1) * batch // world))
+        t0 = time.perf_counter()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        merged = StepResult()
+        with PeakMemory(self.device) as peak:
+            for slot in slots:
+                loss, res = self.shape_loss(self.data[order[slot]], step, slot)
+                # mean over the global batch: each process holds batch/world shapes
+                (loss / batch * world).backward()
+                for k, v in res.terms.items():
+                    merged.terms[k] = merged.terms.get(k, 0.0) + v / len(slots)
+                for k, v in res.counts.items():
+                    merged.counts[k] = merged.counts.get(k, 0.0) + v / len(slots)
+                merged.images = res.images
+        all_reduce_gradients(self.model, world)
+        clip = float(cfg["train"]["grad_clip"])
+        if clip > 0:
+            merged.terms["grad_norm"] = float(
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        self.optimizer.step()
+        self.scheduler.step()
+        merged.seconds = time.perf_counter() - t0
+        merged.peak_memory_mb = peak.peak_mb
+        for k in list(merged.terms):
+            merged.terms[k] = all_reduce_mean(merged.terms[k], world)
+        self.step += 1
+        return merged
+
+    def log(self, res: StepResult) -> None:
+        """Write one step's scalars (and now and then images and a mesh) to TensorBoard."""
+        if self.writer is None:
+            return
+        step = self.step
+        tc = self.cfg["train"]
+        if step % max(int(tc["log_every"]), 1) == 0 or step == 1:
+            for k, v in res.terms.items():
+                self.writer.add_scalar(f"loss/{k}", v, step)
+            for k, v in res.counts.items():
+                self.writer.add_scalar(f"voxels/{k}", v, step)
+            self.writer.add_scalar("time/step_seconds", res.seconds, step)
+            self.writer.add_scalar("memory/peak_mb", res.peak_memory_mb, step)
+            self.writer.add_scalar("lr", self.scheduler.get_last_lr()[0], step)
+        every = int(tc["image_every"])
+        if every and (step % every == 0 or step == 1) and res.images:
+            for key in ("gt_depth", "pred_depth"):
+                d = res.images[key].float()
+                d = d / d.max().clamp_min(1e-6)
+                self.writer.add_image(f"depth/{key}", d[None], step)
+            for key in ("gt_normal", "pred_normal"):
+                self.writer.add_image(f"normal/{key}", res.images[key].float() * 0.5 + 0.5, step,
+                                      dataformats="HWC")
+
+    def fit(self, steps: int | None = None) -> list[StepResult]:
+        """Train until `steps` total steps (default: train.steps); checkpoints and logs as configured."""
+        total = int(self.cfg["train"]["steps"] if steps is None else steps)
+        history = []
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=self.step, desc=f"train {self.cfg.get('name', '')}",
+                   unit="step", disable=not self.progress)
+        every = int(self.cfg["train"]["checkpoint_every"])
+        while self.step < total:
+            res = self.train_step()
+            history.append(res)
+            self.log(res)
+            bar.update(1)
+            bar.set_postfix(loss=f"{res.terms['total']:.4f}",
+                            kept=int(res.counts.get("latent_kept", 0)))
+            if self.dist.is_main and every and self.step % every == 0 and self.step < total:
+                checkpoint.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer,
+                                           self.scheduler)
+        bar.close()
+        if self.dist.is_main:
+            checkpoint.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer,
+                                       self.scheduler)
+            if self.writer is not None:
+                self.writer.flush()
+        barrier(self.dist.world_size)
+        return history
+
+    def close(self) -> None:
+        """Close the TensorBoard writer."""
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,40 @@
+"""Tiny settings so that every setup trains for a few steps on the CPU in seconds."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from meshdata import mesh_file
+
+TINY = [
+    "model.latent_resolution=8",
+    "model.points_per_shape=4096",
+    "cameras.image_size=40",
+    "encoder.width=16", "encoder.depth=2", "encoder.heads=2", "encoder.window=4",
+    "decoder.width=16", "decoder.depth=2", "decoder.heads=2", "decoder.window=4",
+    "pointnet.hidden=16", "pointnet.out=16",
+    "upsampler.channels=[8, 8]",
+    "loss.tsdf_views=4",
+    "train.checkpoint_every=0",
+    "train.image_every=1",
+    "selectors.params.zoom.n_min=8",
+    "selectors.params.zoom.n_max=32",
+]
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    """A data folder of two small real meshes: one closed CAD part, one open mesh."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("couplingdown", "elephant-with-holes"):
+        shutil.copy(mesh_file(name), data)
+    return data
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("FOCUSING_CACHE", str(tmp_path / "cache"))

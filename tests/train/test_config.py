@@ -1,0 +1,55 @@
+"""Setups as data: presets, overrides, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from focusing.core.plugins import UnknownPluginError, get_registry
+from focusing.core.train.config import ConfigError, load_setup, parse_override
+
+from _training_fixtures import _isolated_cache  # noqa: F401 (fixture)
+
+
+def test_builtin_setups_are_registered_and_differ_in_selectors():
+    assert {"triposf", "focusing"} <= set(get_registry("setup").names())
+    tri, foc = load_setup("triposf"), load_setup("focusing")
+    assert tri["selectors"]["output"] == ["frustum", "far-plane"] and tri["selectors"]["latent"] == []
+    assert foc["selectors"]["latent"] == ["depth-carving", "zoom"] and foc["selectors"]["output"] == []
+    # same model and loss code: the model tables are identical
+    for key in ("model", "encoder", "decoder", "pointnet", "loss"):
+        assert tri[key] == foc[key]
+
+
+def test_overrides_reach_any_key():
+    cfg = load_setup("focusing", ["decoder.depth=4", 'selectors.latent=["frustum"]',
+                                  "upsampler.name=subdivide", "backend.sparse=torch"])
+    assert cfg["decoder"]["depth"] == 4
+    assert cfg["selectors"]["latent"] == ["frustum"]
+    assert cfg["upsampler"]["name"] == "subdivide"
+
+
+def test_parse_override_reads_toml_values_and_strings():
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("a=[1, 2]") == (["a"], [1, 2])
+    assert parse_override("a=torch") == (["a"], "torch")
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError, match="decoder.dept.*valid keys here: depth, heads"):
+        load_setup("focusing", ["decoder.dept=3"])
+
+
+def test_unknown_plugin_names_are_errors_listing_what_exists():
+    with pytest.raises(UnknownPluginError, match="depth-carving"):
+        load_setup("focusing", ['selectors.latent=["no-such-selector"]'])
+    with pytest.raises(UnknownPluginError, match="torch"):
+        load_setup("focusing", ["backend.sparse=nope"])
+
+
+def test_setup_file_and_missing_file(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text('[decoder]\ndepth = 3\n[selectors]\nlatent = ["depth-carving"]\n')
+    cfg = load_setup(str(f))
+    assert cfg["decoder"]["depth"] == 3 and cfg["name"] == "mine"
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_setup(str(tmp_path / "missing.toml"))
