@@ -38,3 +38,17 @@ def tiny_data(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("FOCUSING_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def tiny_run(tiny_data: Path, tmp_path: Path) -> Path:
+    """A run folder trained for one step with the tiny settings."""
+    from focusing.core.train.config import load_setup
+    from focusing.core.train.trainer import Trainer
+
+    run = tmp_path / "tiny-run"
+    trainer = Trainer(load_setup("focusing", TINY + ["train.steps=1"]), tiny_data, run,
+                      progress=False)
+    trainer.fit()
+    trainer.close()
+    return run

@@ -47,13 +47,34 @@ def _chunks(coords: torch.Tensor, chunk_voxels: int) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
+def decode_in_chunks(model: ShapeVAE, z: SparseTensor, chunk_voxels: int, halo: int,
+                     threshold: float) -> SparseTensor:
+    """Decode latents z at R into pruned SparseFlex features at 4R, `chunk_voxels` latent voxels
+    at a time (0: all at once). Each chunk decodes its own voxels plus a halo of `halo` latent
+    voxels and keeps only its own voxels' descendants, so chunks never overlap; with one decoder
+    block and halo >= the attention window the result equals the unchunked decode."""
+    active = z.coords[:, 1:]
+    feats, coords = [], []
+    for own in _chunks(active, chunk_voxels):
+        lo, hi = active[own].min(0).values - halo, active[own].max(0).values + halo
+        ctx = ((active >= lo) & (active <= hi)).all(1).nonzero().squeeze(1)
+        out = model.decode(z.index_select(ctx), prune=True, threshold=threshold).features
+        if len(own) < len(active):
+            parent = out.coords.clone()
+            parent[:, 1:] //= 4
+            own_index = CoordIndex(z.coords[own])
+            out = out.index_select((own_index.lookup(parent) >= 0).nonzero().squeeze(1))
+        feats.append(out.feats)
+        coords.append(out.coords)
+    return SparseTensor(torch.cat(coords), torch.cat(feats), 4 * z.resolution)
+
+
+@torch.no_grad()
 def reconstruct_mesh(model: ShapeVAE, cfg: dict, mesh: Mesh, chunk_voxels: int = 0,
                      threshold: float | None = None) -> Mesh:
     """Reconstruct a normalised mesh with the VAE; returns the mesh in the same (unit-box) frame.
 
-    Chunks decode disjoint sets of latent voxels; each chunk's decoder sees its own voxels
-    plus a halo of one attention window, so results near chunk borders match the unchunked
-    decode up to the context the halo gives."""
+    See decode_in_chunks for what chunking changes (nothing with a one-block decoder)."""
     r = int(cfg["model"]["latent_resolution"])
     thr = float(cfg["inference"]["occupancy_threshold"] if threshold is None else threshold)
     points, normals = sample_surface(mesh, int(cfg["model"]["points_per_shape"]), seed=0)
@@ -62,23 +83,8 @@ def reconstruct_mesh(model: ShapeVAE, cfg: dict, mesh: Mesh, chunk_voxels: int =
                           torch.zeros(len(active), 0), r)
     mean, _ = model.encode(torch.as_tensor(points, dtype=torch.float32),
                            torch.as_tensor(normals, dtype=torch.float32), voxels)
-    z = voxels.replace(mean)
-    halo = int(cfg["decoder"]["window"])
-    feats, coords = [], []
-    for own in _chunks(active, chunk_voxels):
-        lo, hi = active[own].min(0).values - halo, active[own].max(0).values + halo
-        ctx = ((active >= lo) & (active <= hi)).all(1).nonzero().squeeze(1)
-        dec = model.decode(z.index_select(ctx), prune=True, threshold=thr)
-        out = dec.features
-        # keep only the descendants of this chunk's own voxels
-        if len(own) < len(active):
-            parent = out.coords.clone()
-            parent[:, 1:] //= 4
-            own_index = CoordIndex(voxels.coords[own])
-            out = out.index_select((own_index.lookup(parent) >= 0).nonzero().squeeze(1))
-        feats.append(out.feats)
-        coords.append(out.coords)
-    out = SparseTensor(torch.cat(coords), torch.cat(feats), 4 * r)
+    out = decode_in_chunks(model, voxels.replace(mean), chunk_voxels,
+                           halo=int(cfg["decoder"]["window"]), threshold=thr)
     field = sparseflex_from_features(out)
     result = extract_mesh(field, training=False)
     return Mesh(result.vertices.double().numpy(), result.faces.numpy(), None)

@@ -42,6 +42,7 @@ class StepResult:
     seconds: float = 0.0
     peak_memory_mb: float = 0.0
     images: dict[str, torch.Tensor] = field(default_factory=dict)
+    mesh: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def sample_camera(record: ShapeRecord, cfg: dict, rng: np.random.Generator) -> Camera:
@@ -134,7 +135,14 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-        self._perceptual_warned = False
+        if self.dist.is_main and float(config["loss"]["perceptual"]) > 0:
+            # No perceptual network ships with the toolkit (LPIPS needs torchvision and downloads
+            # its backbone); the term stays off and the log says so.
+            note = ("perceptual term OFF: no perceptual network is available offline "
+                    f"(loss.perceptual_weights={config['loss']['perceptual_weights']!r})")
+            print(note)
+            if self.writer is not None:
+                self.writer.add_text("notes/perceptual", note, 0)
 
     # ------------------------------------------------------------------------------------
     def _render(self, record: ShapeRecord, camera: Camera):
@@ -208,7 +216,16 @@ class Trainer:
         res.terms["total"] = float(total.detach())
         res.images = {"gt_depth": gt.depth, "pred_depth": pred.depth.detach(),
                       "gt_normal": gt.normal, "pred_normal": pred.normal.detach()}
+        res.mesh = (mesh.vertices.detach(), mesh.faces)
         return total, res
+
+    def _autocast(self):
+        """bf16 autocast on the GPU (train.amp = auto | bf16); full precision on the CPU."""
+        amp = self.cfg["train"]["amp"]
+        if amp not in ("auto", "bf16", "off"):
+            raise ValueError(f"train.amp must be auto, bf16 or off, got {amp!r}")
+        on = self.device.type == "cuda" and amp in ("auto", "bf16")
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on)
 
     def train_step(self) -> StepResult:
         """One optimisation step over this process's share of the global batch."""
@@ -226,14 +243,15 @@ class Trainer:
         merged = StepResult()
         with PeakMemory(self.device) as peak:
             for slot in slots:
-                loss, res = self.shape_loss(self.data[order[slot]], step, slot)
+                with self._autocast():
+                    loss, res = self.shape_loss(self.data[order[slot]], step, slot)
                 # mean over the global batch: each process holds batch/world shapes
                 (loss / batch * world).backward()
                 for k, v in res.terms.items():
                     merged.terms[k] = merged.terms.get(k, 0.0) + v / len(slots)
                 for k, v in res.counts.items():
                     merged.counts[k] = merged.counts.get(k, 0.0) + v / len(slots)
-                merged.images = res.images
+                merged.images, merged.mesh = res.images, res.mesh
         all_reduce_gradients(self.model, world)
         clip = float(cfg["train"]["grad_clip"])
         if clip > 0:
@@ -272,6 +290,15 @@ class Trainer:
                 self.writer.add_image(f"normal/{key}", res.images[key].float() * 0.5 + 0.5, step,
                                       dataformats="HWC")
 
+    def _log_mesh(self, res: StepResult) -> None:
+        every = int(self.cfg["train"]["mesh_every"])
+        if self.writer is None or not every or self.step % every or res.mesh is None:
+            return
+        verts, faces = res.mesh
+        if len(faces):
+            self.writer.add_mesh("predicted_mesh", vertices=verts[None].float(),
+                                 faces=faces[None].int(), global_step=self.step)
+
     def fit(self, steps: int | None = None) -> list[StepResult]:
         """Train until `steps` total steps (default: train.steps); checkpoints and logs as configured."""
         total = int(self.cfg["train"]["steps"] if steps is None else steps)
@@ -285,6 +312,7 @@ class Trainer:
             res = self.train_step()
             history.append(res)
             self.log(res)
+            self._log_mesh(res)
             bar.update(1)
             bar.set_postfix(loss=f"{res.terms['total']:.4f}",
                             kept=int(res.counts.get("latent_kept", 0)))
