@@ -16,6 +16,8 @@ Results and analysis: benchmarks/results/sparse.md.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -26,12 +28,13 @@ from focusing.core.sparse.tensor import SparseTensor
 from conftest import surface_coords
 
 BACKENDS = get_registry("sparse_backend").names(available_only=True)
-MESHES = ["bunny00", "armadillo"]
+# BENCH_SPARSE_MESHES=bunny00,armadillo picks the meshes (default: the range scan only)
+MESHES = os.environ.get("BENCH_SPARSE_MESHES", "bunny00").split(",")
 RESOLUTIONS = [64, 128, 256]
 
 
 def _rounds(n: int) -> int:
-    return 3 if n > 100_000 else 5
+    return 2 if n > 100_000 else 3
 
 
 @pytest.mark.parametrize("channels", [32, 64])

@@ -183,6 +183,10 @@ class Trainer:
                 gt = self._render(record, camera)
         res.counts["latent_kept"] = len(z)
         terms: dict[str, torch.Tensor] = {"kl": losses.kl_loss(mean, logvar)}
+        if len(z) == 0:  # the view sees none of the shape: only the KL term trains
+            total = float(cfg["loss"]["kl"]) * terms["kl"]
+            res.terms = {"kl": float(terms["kl"].detach()), "total": float(total.detach())}
+            return total, res
         targets = {2 * r: record.active[2 * r], 4 * r: record.active[4 * r]}
         dec = self.model.decode(z, occupancy_targets=targets, prune=False)
         out = dec.features
