@@ -157,6 +157,17 @@ class Trainer:
         return fuse_view_tsdf(corners.detach().double(), cams, record.tsdf_depths.double(),
                               truncation)
 
+    def _select(self, selectors, x: SparseTensor, camera: Camera, gt, record: ShapeRecord,
+                rng: np.random.Generator):
+        """Chain selectors: each keeps a subset of x; a new camera re-renders the ground truth."""
+        for sel in selectors:
+            s = sel.select(x, camera, gt, rng)
+            x = x.index_select(s.index)
+            if s.camera_changed:
+                camera = s.camera
+                gt = self._render(record, camera)
+        return x, camera, gt
+
     def shape_loss(self, record: ShapeRecord, step: int, slot: int) -> tuple[torch.Tensor, StepResult]:
         """Loss of one shape at one step (one view), with what was measured on the way."""
         cfg, dev = self.cfg, self.device
@@ -175,12 +186,7 @@ class Trainer:
         eps = torch.randn(mean.shape, generator=gen).to(dev)
         z = voxels.to(dev).replace(mean + torch.exp(0.5 * logvar) * eps)
         res.counts["latent_all"] = len(z)
-        for sel in self.latent_selectors:
-            s = sel.select(z, camera, gt, rng)
-            z = z.index_select(s.index)
-            if s.camera_changed:
-                camera = s.camera
-                gt = self._render(record, camera)
+        z, camera, gt = self._select(self.latent_selectors, z, camera, gt, record, rng)
         res.counts["latent_kept"] = len(z)
         terms: dict[str, torch.Tensor] = {"kl": losses.kl_loss(mean, logvar)}
         if len(z) == 0:  # the view sees none of the shape: only the KL term trains
@@ -191,12 +197,7 @@ class Trainer:
         dec = self.model.decode(z, occupancy_targets=targets, prune=False)
         out = dec.features
         res.counts["output_all"] = len(out)
-        for sel in self.output_selectors:
-            s = sel.select(out, camera, gt, rng)
-            out = out.index_select(s.index)
-            if s.camera_changed:
-                camera = s.camera
-                gt = self._render(record, camera)
+        out, camera, gt = self._select(self.output_selectors, out, camera, gt, record, rng)
         res.counts["output_kept"] = len(out)
         terms["occupancy"] = losses.occupancy_loss(dec.occupancy_logits, dec.occupancy_targets)
         field_ = sparseflex_from_features(out)
