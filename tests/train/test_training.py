@@ -79,17 +79,20 @@ def test_swapping_one_plugin_by_set_trains(override, tiny_data, tmp_path):
 
 
 def test_resume_continues_exactly(tiny_data, tmp_path):
-    cfg = load_setup("focusing", TINY + ["train.steps=10", "train.warmup_steps=2"])
-    one = Trainer(cfg, tiny_data, tmp_path / "one", progress=False)
-    one.fit()
-    one.close()
-    half = Trainer(cfg, tiny_data, tmp_path / "two", progress=False)
-    half.fit(steps=5)
-    half.close()
-    resumed = Trainer(cfg, tiny_data, tmp_path / "two", resume=True, progress=False)
-    assert resumed.step == 5
-    resumed.fit()
-    resumed.close()
+    # Each run is a fresh process, as a real --resume is (and so no library loaded by earlier
+    # tests can change the arithmetic).
+    runner = Path(__file__).with_name("_resume_runner.py")
+
+    def run(name, stop, *extra):
+        out = subprocess.run([sys.executable, str(runner), str(tiny_data), str(tmp_path / name),
+                              "10", str(stop), *extra], capture_output=True, text=True,
+                             cwd=runner.parent, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+
+    assert "step 10" in run("one", 10)
+    assert "step 5" in run("two", 5)
+    assert "step 10" in run("two", 10, "--resume")
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     assert a.keys() == b.keys()
     for k in a:
