@@ -26,9 +26,13 @@ def current_rss_bytes() -> int:
 class PeakMemory:
     """Context manager: `.peak_mb` is the peak memory above the entry level, in MiB."""
 
-    def __init__(self, device: torch.device | str = "cpu", interval_s: float = 0.002):
+    def __init__(self, device: torch.device | str = "cpu", interval_s: float = 0.002,
+                 base_bytes: int | None = None):
+        """base_bytes: on the CPU, report the peak above this RSS instead of the level at entry
+        (after the first step the allocator reuses freed pages, so the entry level hides them)."""
         self.device = torch.device(device)
         self.interval = interval_s
+        self.base_bytes = base_bytes
         self.peak_mb = 0.0
 
     def __enter__(self) -> "PeakMemory":
@@ -37,8 +41,8 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
             return self
-        self._base = current_rss_bytes()
-        self._peak = self._base
+        self._base = current_rss_bytes() if self.base_bytes is None else self.base_bytes
+        self._peak = current_rss_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()

@@ -29,7 +29,7 @@ from focusing.core.train.data import ShapeDataset, ShapeRecord, shape_order
 from focusing.core.train.distributed import (
     DistInfo, all_reduce_gradients, all_reduce_mean, barrier, init_distributed,
 )
-from focusing.core.train.memory import PeakMemory
+from focusing.core.train.memory import PeakMemory, current_rss_bytes
 from focusing.core.vae.model import ShapeVAE
 
 
@@ -117,6 +117,8 @@ class Trainer:
         self.latent_selectors = make_selectors(config, "latent")
         self.output_selectors = make_selectors(config, "output")
         self.step = 0
+        # CPU peak memory is reported above the RSS after data and model set-up
+        self._rss_base = current_rss_bytes()
         if resume:
             last = checkpoint.latest_step(self.run_dir)
             if last is None:
@@ -246,7 +248,7 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         merged = StepResult()
-        with PeakMemory(self.device) as peak:
+        with PeakMemory(self.device, base_bytes=self._rss_base) as peak:
             for slot in slots:
                 with self._autocast():
                     loss, res = self.shape_loss(self.data[order[slot]], step, slot)

@@ -1,0 +1,54 @@
+"""`focusing compare`: the side-by-side study of setups (compare.py) and its scaling study
+(scaling.py). Heavy imports happen inside the command so the CLI stays quick to load."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+
+def compare_command(
+    data: Path = typer.Option(..., "--data", help="Folder of meshes to train on (and reconstruct)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: runs/, recon/, plots/, report.md, report.json."),
+    setups: str = typer.Option(
+        "triposf,focusing", "--setups",
+        help="Comma-separated setup specs NAME[:key=value...], e.g. "
+             "focusing,focusing:selector=frustum,focusing:upsampler=subdivide. Shorthands: "
+             "selector=X (the setup's own selector stage), upsampler=X, backend=X, renderer=X."),
+    budget: str = typer.Option("small", "--budget", help="small | medium | a budget TOML file."),
+    eval_dir: Path = typer.Option(None, "--eval", help="Folder of held-out meshes, never trained on."),
+    as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout at the end."),
+    scaling: bool = typer.Option(
+        False, "--scaling",
+        help="Instead: one step's memory and time per setup at output 128, 256, 512 (1024 if it "
+             "fits), log-log fits and the 1024^3 extrapolation (scaling.md, scaling.json)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier comparison in --out."),
+) -> None:
+    """Train setups under one budget (each in its own process), reconstruct, evaluate, report."""
+    from focusing.core.plugins import PluginError
+    from focusing.eval.compare import CompareError, compare
+
+    command = "focusing compare " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
+        if len(sys.argv) > 1 and sys.argv[1] == "compare" else ""
+    try:
+        if scaling:
+            from focusing.eval.scaling import scaling_study
+
+            rep = scaling_study(data, setups, budget, out, command=command)
+        else:
+            rep = compare(data, setups, budget, out, eval_dir=eval_dir, overwrite=overwrite,
+                          command=command)
+    except (CompareError, PluginError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    if as_json:
+        from focusing.eval.report import _clean
+
+        typer.echo(json.dumps(_clean(rep), indent=2))
+
+
+compare_command.command_name = "compare"
