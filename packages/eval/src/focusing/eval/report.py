@@ -329,7 +329,6 @@ def build_report(specs, budget, trained: dict, rows: dict, meshes: dict, out: Pa
                               "output": cfg["selectors"]["output"]}
         entry["upsampler"] = cfg["upsampler"]["name"]
         setups[s.label] = entry
-    plots_dir = out / "plots"
     plots = {"losses": "plots/loss_curves.png", "voxels": "plots/voxels.png",
              "cost": "plots/cost.png", "renders": {}}
     plot_losses(setups, out / plots["losses"])
