@@ -29,6 +29,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from focusing.core.io import write_text_atomic
+
 BUDGET_DIR = Path(__file__).with_name("budgets")
 SHORTHANDS = {
     "upsampler": "upsampler.name",
@@ -252,9 +254,7 @@ def _rss_mb() -> float:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def run_child_job(job: dict) -> dict:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import NoReturn
 
 import typer
+
+from focusing.core.io import write_text_atomic
 
 # Columns of the folder table: (result key, header, format).
 _TABLE_COLUMNS = (
@@ -63,24 +63,8 @@ def _mesh_files(folder: Path, suffixes) -> tuple[dict[str, Path], list[Path], li
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write text to path through a temp file in the same folder and os.replace."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes the file private (0600); a report gets the usual umask-based mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write text to path atomically (see focusing.core.io)."""
+    write_text_atomic(path, text)
 
 
 def _build_report(

@@ -13,10 +13,11 @@ import math
 import os
 import platform
 import statistics
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from focusing.core.io import write_bytes_atomic as _write_bytes_atomic
 
 QUALITY_KEYS = ("chamfer_l2", "chamfer_l1", "fscore", "precision", "recall",
                 "normal_consistency", "floor_chamfer_l2", "floor_fscore")
@@ -27,20 +28,8 @@ LOSS_PLOT_KEYS = ("total", "depth", "normal", "mask", "occupancy", "tsdf")
 # --------------------------------------------------------------------------------------------
 # files
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write bytes through a temp file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write bytes atomically, making the folder if needed (see focusing.core.io)."""
+    _write_bytes_atomic(path, data, make_parents=True)
 
 
 def write_json(path: Path, obj) -> None:

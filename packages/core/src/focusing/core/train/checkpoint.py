@@ -7,30 +7,22 @@ leaves a half-written checkpoint; `latest.json` is updated last and names the co
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from focusing.core.io import atomic_path, write_text_atomic
+
 
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path, make_parents=True) as tmp:
+        write(str(tmp))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` atomically."""
-    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(path, text, make_parents=True)
 
 
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer=None,
