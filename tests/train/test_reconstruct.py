@@ -63,3 +63,18 @@ def test_reconstruct_reports_bad_input_and_writes_nothing(tmp_path, tiny_run):
     res = CliRunner().invoke(cli.get_app(), ["reconstruct", str(tmp_path / "nope"),
                                              str(mesh_file("fandisk")), "-o", str(out)])
     assert res.exit_code == 2 and "not a run folder" in res.output and not out.exists()
+
+
+def test_reconstruct_writes_a_mesh_in_the_inputs_frame(tmp_path, tiny_run):
+    src = mesh_file("couplingdown")
+    out = tmp_path / "rec.ply"
+    res = CliRunner().invoke(cli.get_app(), ["reconstruct", str(tiny_run), str(src), "-o", str(out),
+                                             "--threshold", "-100"])
+    assert res.exit_code == 0, res.output
+    rec, raw = load_mesh(out, normalize=False), load_mesh(src, normalize=False)
+    assert rec.num_faces > 0
+    # decoded cubes lie within the (dilated) active voxels: the output stays in the input's box,
+    # grown by at most the dilation (1 latent voxel) plus the deformation, in the input's units
+    lo, hi = raw.bounds
+    margin = (hi - lo).max() * 2.0 / 8
+    assert (rec.bounds[0] >= lo - margin).all() and (rec.bounds[1] <= hi + margin).all()

@@ -48,13 +48,14 @@ def reconstruct_command(
     output: Path = typer.Option(..., "-o", "--output", help="Output mesh file (.ply, .obj, ...)."),
     chunk_voxels: Optional[int] = typer.Option(None, "--chunk-voxels", help="Latent voxels per decode chunk (memory budget)."),
     step: Optional[int] = typer.Option(None, "--step", help="Checkpoint step (default: latest)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Occupancy logit above which a voxel is kept (default: the run's inference.occupancy_threshold)."),
 ) -> None:
     """Reconstruct MESH with a trained VAE and save it (in MESH's own frame)."""
     from focusing.core.geometry.mesh import MeshError
     from focusing.core.train.reconstruct import reconstruct_file
 
     try:
-        info = reconstruct_file(run, mesh, output, chunk_voxels, step)
+        info = reconstruct_file(run, mesh, output, chunk_voxels, step, threshold)
     except (MeshError, FileNotFoundError, RuntimeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

@@ -91,15 +91,18 @@ def reconstruct_mesh(model: ShapeVAE, cfg: dict, mesh: Mesh, chunk_voxels: int =
 
 
 def reconstruct_file(run_dir: Path, mesh_path: Path, out_path: Path, chunk_voxels: int | None = None,
-                     step: int | None = None) -> dict:
+                     step: int | None = None, threshold: float | None = None) -> dict:
     """`focusing reconstruct`: reconstruct a mesh file and save it in the input's frame."""
     model, cfg = load_model(run_dir, step)
     raw = load_mesh(mesh_path, normalize=False)
     mesh, center, scale = normalize_mesh(raw)
     chunk = int(cfg["inference"]["chunk_voxels"] if chunk_voxels is None else chunk_voxels)
-    rec = reconstruct_mesh(model, cfg, mesh, chunk)
+    rec = reconstruct_mesh(model, cfg, mesh, chunk, threshold)
     if len(rec.faces) == 0:
-        raise RuntimeError(f"the model reconstructed an empty surface for {mesh_path}")
+        raise RuntimeError(
+            f"the model reconstructed an empty surface for {mesh_path}: after short training the "
+            "occupancy heads prune every voxel at the default threshold; try --threshold -1 "
+            "(a lower occupancy logit) or train longer")
     rec = Mesh(rec.vertices / scale + center, rec.faces, None)
     save_mesh(rec, out_path)
     return {"vertices": int(len(rec.vertices)), "faces": int(len(rec.faces)), "out": str(out_path)}
