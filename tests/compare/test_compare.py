@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
+
+from focusing.core import cli
 from typer.testing import CliRunner
 
 from focusing.core.geometry.mesh import load_mesh
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 from focusing.core.train.config import load_setup
 from focusing.core.train.data import mesh_files, shape_order
-from focusing.eval import plugin as eval_plugin
 from focusing.eval.compare import (
     CompareError, load_budget, parse_spec, parse_specs, split_specs,
 )
@@ -166,16 +167,8 @@ def test_loglog_fit_recovers_a_power_law():
 # ------------------------------------------------------------------------------ end to end
 @pytest.fixture
 def app() -> typer.Typer:
-    """A `focusing`-like app with focusing-eval's commands."""
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """Test root."""
-
-    for command in eval_plugin.focusing_commands():
-        app.command(command.command_name)(command)
-    return app
+    """The `focusing` app, with every registered command (focusing-eval's among them)."""
+    return cli.get_app()
 
 
 def test_compare_cli_rejects_a_bad_spec_before_training(app, tmp_path):

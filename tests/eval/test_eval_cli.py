@@ -14,11 +14,12 @@ import pytest
 import torch
 import trimesh
 import typer
+
+from focusing.core import cli
 from typer.testing import CliRunner
 
 from meshdata import mesh_file
 from focusing.core.plugins import get_registry
-from focusing.eval import plugin as eval_plugin
 from focusing.eval.eval_cli import eval_command
 from focusing.eval.metrics import METRIC_KEYS, RESULT_KEYS, evaluate
 
@@ -30,16 +31,8 @@ EXPECTED_KEYS = {
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    """A `focusing`-like app holding the commands focusing-eval's plugin hook returns."""
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """Test root."""
-
-    for command in eval_plugin.focusing_commands():
-        app.command(command.command_name)(command)
-    return app
+    """The `focusing` app, with every registered command (focusing-eval's among them)."""
+    return cli.get_app()
 
 
 def _run(app, *args: str):

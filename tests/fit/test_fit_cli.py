@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import typer
+
+from focusing.core import cli
 from typer.testing import CliRunner
 
 from meshdata import mesh_file
-from focusing.eval import plugin as eval_plugin
 from focusing.eval.metrics import METRIC_KEYS, evaluate
 
 BAD = Path(__file__).resolve().parents[1] / "data" / "bad_meshes"
@@ -21,16 +22,8 @@ SMALL = ["--res", "16", "--steps", "5", "--views", "8", "--image-size", "32", "-
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    """A `focusing`-like app holding the commands focusing-eval's plugin hook returns."""
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """Test root."""
-
-    for command in eval_plugin.focusing_commands():
-        app.command(command.command_name)(command)
-    return app
+    """The `focusing` app, with every registered command (focusing-eval's among them)."""
+    return cli.get_app()
 
 
 @pytest.fixture(autouse=True)

@@ -207,17 +207,20 @@ class SparseTensor:
             feats = feats.index_copy(0, pos.to(feats.device), self.feats)
         return SparseTensor(coords, feats, r, self._batch_size)
 
+    def child_coords(self) -> torch.Tensor:
+        """Coords [8N,4] of every voxel's 8 children at 2R, rows 8 i + o (KERNEL2_OFFSETS order)."""
+        from focusing.core.sparse.backends.base import KERNEL2_OFFSETS
+
+        offs = KERNEL2_OFFSETS.to(self.coords.device)
+        children = self.coords.repeat_interleave(8, dim=0)
+        children[:, 1:] = children[:, 1:] * 2 + offs.repeat(self.num_voxels, 1)
+        return children
+
     def subdivide(self) -> "SparseTensor":
         """Each voxel to its 8 children at 2R, rows 8 i + o (o in KERNEL2_OFFSETS order), feats
         copied from the parent; [8N,C]."""
-        from focusing.core.sparse.backends.base import KERNEL2_OFFSETS
-
-        n = self.num_voxels
-        offs = KERNEL2_OFFSETS.to(self.coords.device)
-        children = self.coords.repeat_interleave(8, dim=0)
-        children[:, 1:] = children[:, 1:] * 2 + offs.repeat(n, 1)
         feats = self.feats.repeat_interleave(8, dim=0)
-        return SparseTensor(children, feats, self.resolution * 2, self._batch_size)
+        return SparseTensor(self.child_coords(), feats, self.resolution * 2, self._batch_size)
 
     # ------------------------------------------------------------------ dense round trip (tests)
     def to_dense(self) -> torch.Tensor:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from focusing.core.sparse import hashing
-from focusing.core.sparse.backends.base import KERNEL2_OFFSETS, SparseBackend
+from focusing.core.sparse.backends.base import SparseBackend
 
 if TYPE_CHECKING:
     from focusing.core.sparse.tensor import SparseTensor
@@ -225,8 +225,7 @@ class MinkowskiBackend(SparseBackend):
         _check(x, weight, 8, "upsample_conv")
         out_res = x.resolution * 2
         n = x.coords.shape[0]
-        children = x.coords.repeat_interleave(8, dim=0)
-        children[:, 1:] = children[:, 1:] * 2 + KERNEL2_OFFSETS.to(x.coords.device).repeat(n, 1)
+        children = x.child_coords()
         if n == 0:
             return SparseTensor(
                 children, _bias(x.feats @ weight[0], bias), out_res, batch_size=x.batch_size
