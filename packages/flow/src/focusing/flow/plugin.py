@@ -17,5 +17,7 @@ def focusing_image_encoders() -> list:
 
 @hookimpl
 def focusing_commands() -> list:
-    """CLI subcommands of focusing-flow."""
-    return []
+    """CLI subcommands of focusing-flow: `train-flow`, `generate`, `eval-flow`."""
+    from focusing.flow.cli import eval_flow_command, generate_command, train_flow_command
+
+    return [train_flow_command, generate_command, eval_flow_command]
