@@ -135,6 +135,7 @@ class FlowTrainer:
         cfg = {**cfg, "vae_run": str(Path(cfg["vae_run"]).resolve()), "vae_config": vae_cfg}
         self.cfg = cfg
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        torch.manual_seed(int(cfg["train"]["seed"]))  # the same initial weights for the same seed
         self.model = build_stage(cfg, vae_cfg)
         self.stage = cfg["stage"]
         self.shapes = prepare_shapes(cfg, self.vae, vae_cfg, data_dir, self.stage == "latent", progress)
