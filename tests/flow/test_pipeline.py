@@ -71,6 +71,8 @@ def test_run_folders_hold_config_weights_metrics_and_statistics(runs):
     assert json.loads((s / "checkpoints" / "latest.json").read_text())["step"] == 60  # 30 VAE + 30 flow
     phases = [json.loads(line)["phase"] for line in (s / "metrics.jsonl").read_text().splitlines()]
     assert phases[0] == "vae" and phases[-1] == "flow"
+    ious = json.loads((s / "summary.json").read_text())["structure_vae_iou"]
+    assert set(ious) == {"mean", "couplingdown", "elephant-with-holes"} and 0 < ious["mean"] <= 1
     weights = load_file(lat / "checkpoints" / "step_00000030.safetensors")
     assert "latent_mean" in weights and "latent_std" in weights and any(k.startswith("encoder.") for k in weights)
     summary = json.loads((lat / "summary.json").read_text())

@@ -29,7 +29,7 @@ from focusing.core.train import checkpoint
 from focusing.core.train.data import ShapeDataset, default_cache_dir, shape_order
 from focusing.flow import rectified_flow as rf
 from focusing.flow.stages import LatentStage, StructureStage, build_stage, load_vae, parameter_count
-from focusing.flow.structure_vae import occupancy_grid, structure_vae_loss
+from focusing.flow.structure_vae import iou, occupancy_grid, structure_vae_loss
 from focusing.flow.views import cached_views, view_settings
 
 
@@ -205,6 +205,27 @@ class FlowTrainer:
             loss, terms = latent_loss(self.model, self.cfg, latents, images, g)
         return loss, terms, phase
 
+    @torch.no_grad()
+    def structure_vae_iou(self) -> dict[str, float]:
+        """IoU of the structure VAE's reconstruction (latent mean, logits > 0) of every shape's
+        latent occupancy."""
+        self.model.svae.eval()
+        out = {}
+        for s in self.shapes:
+            occ = s.occupancy[None].to(self.device)
+            mean, _ = self.model.svae.encode(occ)
+            out[s.name] = iou(self.model.svae.decode(mean) > 0, occ)
+        return out
+
+    def _record_iou(self) -> None:
+        per_shape = self.structure_vae_iou()
+        summary_file = self.run_dir / "summary.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+        summary["structure_vae_iou"] = {"mean": float(np.mean(list(per_shape.values()))), **per_shape}
+        checkpoint.atomic_write_text(summary_file, json.dumps(summary, indent=2))
+        if self.writer is not None:
+            self.writer.add_scalar("vae/iou", summary["structure_vae_iou"]["mean"], self.step)
+
     def train_step(self) -> StepLog:
         """One optimiser step (skipped, and logged, when the loss or a gradient is not finite)."""
         t0 = time.perf_counter()
@@ -250,6 +271,8 @@ class FlowTrainer:
                 self._log(log)
             if (every > 0 and self.step % every == 0) or self.step == self.total_steps:
                 checkpoint.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler)
+            if self.stage == "structure" and self.step == self.vae_steps:
+                self._record_iou()
             bar.update(1)
             bar.set_postfix(phase=log.phase, loss=f"{log.terms['total']:.4f}")
         bar.close()
