@@ -22,9 +22,12 @@ VAE_TINY = [
     "model.latent_resolution=8", "model.points_per_shape=2048", "cameras.image_size=32",
     "encoder.width=16", "encoder.depth=1", "encoder.heads=2", "encoder.window=4",
     "decoder.width=16", "decoder.depth=1", "decoder.heads=2", "decoder.window=4",
-    "pointnet.hidden=16", "pointnet.out=16", "upsampler.channels=[8, 8]", "loss.tsdf_views=2",
-    "train.checkpoint_every=0",
+    "pointnet.hidden=16", "pointnet.out=16", "upsampler.channels=[8, 8]", "loss.tsdf_views=4",
+    "train.checkpoint_every=0", "train.lr=5e-3", "loss.tsdf_steps=120",
 ]
+# the latent flow must overfit the two shapes' latents well enough for the VAE (an empty field
+# until its latents say otherwise) to decode a surface from a sample
+LATENT_STEPS = ["train.steps=200"]
 FLOW_TINY = [
     "views.count=2", "views.held_out=1", "views.render_size=64", "views.image_size=32",
     "encoder.params.width=16", "encoder.params.image_size=32", "encoder.params.levels=3",
@@ -54,12 +57,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     data.mkdir()
     for name in ("couplingdown", "elephant-with-holes"):
         shutil.copy(mesh_file(name), data)
-    _run(["train", "--setup", "focusing", "--data", str(data), "--out", str(root / "vae"), "--steps", "2",
+    _run(["train", "--setup", "focusing", "--data", str(data), "--out", str(root / "vae"), "--steps", "120",
           "--quiet", *_sets(VAE_TINY)])
     out = {"root": root, "data": data, "vae": root / "vae"}
     for stage in ("structure", "latent"):
         text = _run(["train-flow", "--stage", stage, "--vae", str(root / "vae"), "--data", str(data),
-                     "--out", str(root / stage), "--quiet", *_sets(FLOW_TINY)])
+                     "--out", str(root / stage), "--quiet",
+                     *_sets(FLOW_TINY + LATENT_STEPS * (stage == "latent"))])
         assert f"trained the {stage} flow" in text
         out[stage] = root / stage
     yield out
@@ -73,7 +77,7 @@ def test_run_folders_hold_config_weights_metrics_and_statistics(runs):
     assert phases[0] == "vae" and phases[-1] == "flow"
     ious = json.loads((s / "summary.json").read_text())["structure_vae_iou"]
     assert set(ious) == {"mean", "couplingdown", "elephant-with-holes"} and 0 < ious["mean"] <= 1
-    weights = load_file(lat / "checkpoints" / "step_00000030.safetensors")
+    weights = load_file(lat / "checkpoints" / "step_00000200.safetensors")
     assert "latent_mean" in weights and "latent_std" in weights and any(k.startswith("encoder.") for k in weights)
     summary = json.loads((lat / "summary.json").read_text())
     torch.testing.assert_close(weights["latent_std"], torch.tensor(summary["latent_std"]))

@@ -18,6 +18,7 @@ TINY = [
     "pointnet.hidden=16", "pointnet.out=16",
     "upsampler.channels=[8, 8]",
     "loss.tsdf_views=4",
+    "loss.warmup_render=true",  # the setups' own (rendered) step from step 0; tiny_run does not
     "train.checkpoint_every=0",
     "train.image_every=1",
     "selectors.params.zoom.n_min=8",
@@ -42,12 +43,14 @@ def _isolated_cache(tmp_path: Path, monkeypatch):
 
 @pytest.fixture
 def tiny_run(tiny_data: Path, tmp_path: Path) -> Path:
-    """A run folder trained for one step with the tiny settings."""
+    """A run folder trained for a few steps with the tiny settings."""
     from focusing.core.train.config import load_setup
     from focusing.core.train.trainer import Trainer
 
     run = tmp_path / "tiny-run"
-    trainer = Trainer(load_setup("focusing", TINY + ["train.steps=1"]), tiny_data, run,
+    # 80 render-free steps: the decoder starts as an empty field, a few steps give a surface
+    trainer = Trainer(load_setup("focusing", TINY + ["train.steps=80", "loss.tsdf_steps=80",
+                                                     "train.lr=5e-3", "loss.warmup_render=false"]), tiny_data, run,
                       progress=False)
     trainer.fit()
     trainer.close()

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from focusing.core.geometry.camera import Camera
 
-__all__ = ["view_tsdf", "fuse_view_tsdf"]
+__all__ = ["view_tsdf", "fuse_view_tsdf", "surface_tsdf"]
 
 
 def view_tsdf(
@@ -117,3 +118,49 @@ def _nearest_depth(depth: torch.Tensor, radius: int) -> torch.Tensor:
     k = 2 * radius + 1
     d = -torch.nn.functional.max_pool2d(-d[None, None], k, stride=1, padding=radius)[0, 0]
     return torch.where(d < inf, d, torch.zeros_like(d))
+
+
+def surface_tsdf(
+    mesh,
+    points: torch.Tensor,
+    cameras: Sequence[Camera],
+    depth_maps: torch.Tensor,
+    truncation: float,
+    sign_band: float,
+) -> torch.Tensor:
+    """Training TSDF [N] in [-t, t] of world points [N,3]: exact distance, view-fused sign.
+
+    Why not the fused value alone: measured on fandisk at output 128 (latent 32), meshing the
+    fused TSDF of 8 views at 96^2 gives F@0.005 0.857 (0.927 at 128^2, 0.955 with 16 views);
+    the depth offset along a view ray is quantised by pixels and stretched by 1/cos of the
+    ray-to-normal angle, so the target alone caps what the VAE can learn. Meshing the exact
+    distance gives 0.970 (the sampling floor is 0.973). So |value| is the exact point-triangle
+    distance (open meshes fine: no inside test needed for a distance), and the sign is the
+    fused view TSDF's wherever the views are decisive (|fused| >= sign_band, world units);
+    within sign_band of the surface, where pixel quantisation can flip the fused sign, it is
+    the sign of the nearest face's angle-weighted pseudonormal. Meshing this target gives
+    F 0.952 (8 views at 96^2) and 0.963 (8 at 128^2). No watertight conversion anywhere.
+    Only points whose nearest dense surface sample lies within t + 2 sample gaps get the exact
+    distance query; the rest are at least t away and take +-t."""
+    from scipy.spatial import cKDTree
+
+    from focusing.core.geometry.sampling import sample_surface
+    from focusing.core.sparseflex.field import mesh_signed_distance
+
+    points = torch.as_tensor(points, dtype=torch.float64)
+    t = float(truncation)
+    fused = fuse_view_tsdf(points, cameras, depth_maps, t)
+    out = torch.where(fused >= 0, torch.full_like(fused, t), torch.full_like(fused, -t))
+    area = float(mesh.face_areas.sum())
+    n_samples = int(min(2_000_000, max(100_000, 4.0e5 * area)))
+    samples, _ = sample_surface(mesh, n_samples, seed=0)
+    gap = 2.0 * np.sqrt(area / n_samples)
+    near_sample, _ = cKDTree(samples).query(points.numpy(), k=1, workers=-1)
+    near = torch.as_tensor(near_sample < t + 2.0 * gap)
+    if near.any():
+        sd = torch.as_tensor(mesh_signed_distance(mesh, points[near].numpy()))
+        f = fused[near]
+        sign = torch.where(f.abs() >= sign_band, f.sign(), sd.sign())
+        sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+        out[near] = sign * sd.abs().clamp(max=t)
+    return out

@@ -16,6 +16,7 @@ def train_command(
     overrides: List[str] = typer.Option([], "--set", help="Override a setting: key=value (TOML value)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Held-out meshes reconstructed and scored at every train.eval_every steps (never trained on)."),
 ) -> None:
     """Train a shape VAE under a setup; also runs under `torchrun` (one process per rank)."""
     from focusing.core.plugins import PluginError
@@ -25,7 +26,7 @@ def train_command(
     try:
         extra = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
         config = load_setup(setup, extra)
-        trainer = Trainer(config, data, out, resume=resume, progress=not quiet)
+        trainer = Trainer(config, data, out, resume=resume, progress=not quiet, eval_dir=eval_dir)
     except (ConfigError, PluginError, FileNotFoundError, FileExistsError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
@@ -48,7 +49,7 @@ def reconstruct_command(
     output: Path = typer.Option(..., "-o", "--output", help="Output mesh file (.ply, .obj, ...)."),
     chunk_voxels: Optional[int] = typer.Option(None, "--chunk-voxels", help="Latent voxels per decode chunk (memory budget)."),
     step: Optional[int] = typer.Option(None, "--step", help="Checkpoint step (default: latest)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Occupancy logit above which a voxel is kept (default: the run's inference.occupancy_threshold)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Occupancy logit above which a voxel is kept (default: the run's calibrated threshold, calibration.json)."),
 ) -> None:
     """Reconstruct MESH with a trained VAE and save it (in MESH's own frame)."""
     from focusing.core.geometry.mesh import MeshError

@@ -28,7 +28,7 @@ from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -43,6 +43,8 @@ class ShapeRecord:
     active: dict[int, torch.Tensor]  # resolution -> [K,3] long active voxels
     tsdf_cameras: list[dict]      # Camera.to_dict() of the TSDF views
     tsdf_depths: torch.Tensor     # [T,H,W] float32 view depth maps of the raw mesh
+    tsdf_corners: torch.Tensor    # [M,3] long corners (in [0,4R]) of every child of the latent voxels
+    tsdf_values: torch.Tensor     # [M] float32 the TSDF target there (geometry.tsdf.surface_tsdf)
     center: np.ndarray            # normalisation: normalised = (original - center) * scale
     scale: float
 
@@ -91,6 +93,8 @@ def build_record(path: Path, settings: dict) -> ShapeRecord:
     verts = torch.as_tensor(mesh.vertices, dtype=torch.float64)
     faces = torch.as_tensor(mesh.faces, dtype=torch.long)
     depths = torch.stack([raycast(verts, faces, c).depth.float() for c in cams])
+    corners, values = tsdf_target(mesh, active[settings["resolutions"][0]],
+                                  settings["resolutions"][0], cams, depths)
     return ShapeRecord(
         name=Path(path).stem,
         vertices=verts.float(),
@@ -100,9 +104,30 @@ def build_record(path: Path, settings: dict) -> ShapeRecord:
         active=active,
         tsdf_cameras=[c.to_dict() for c in cams],
         tsdf_depths=depths,
+        tsdf_corners=corners,
+        tsdf_values=values,
         center=center,
         scale=scale,
     )
+
+
+def tsdf_target(mesh, latent_active: torch.Tensor, latent_resolution: int, cameras,
+                depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """TSDF target at every corner of every output cube under the latent voxels [K,3] at R:
+    corners [M,3] long in [0,4R] and values [M] float32 (world units, truncation 2 output voxels).
+
+    Computed once per mesh and cached: a training step decodes children of latent voxels only
+    (no pruning in training), so a lookup serves every step, and the fusion and the exact
+    distance query leave the hot path."""
+    from focusing.core.geometry.tsdf import surface_tsdf
+
+    out_res = 4 * latent_resolution
+    offsets = torch.stack(torch.meshgrid(*[torch.arange(5)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    corners = torch.unique((latent_active[:, None, :] * 4 + offsets[None]).reshape(-1, 3), dim=0)
+    world = corners.to(torch.float64) / out_res - 0.5
+    values = surface_tsdf(mesh, world, cameras, depths.double(), truncation=2.0 / out_res,
+                          sign_band=0.5 / out_res)
+    return corners, values.float()
 
 
 def _load_or_build(args: tuple[Path, dict, Path]) -> Path:

@@ -17,6 +17,7 @@ from focusing.core.sparse.tensor import SparseTensor
 from focusing.core.sparseflex.field import sparseflex_from_features
 from focusing.core.sparseflex.flexicubes import extract_mesh
 from focusing.core.train import checkpoint
+from focusing.core.vae.calibration import load_calibrated_threshold
 from focusing.core.vae.model import ShapeVAE
 
 
@@ -92,17 +93,21 @@ def reconstruct_mesh(model: ShapeVAE, cfg: dict, mesh: Mesh, chunk_voxels: int =
 
 def reconstruct_file(run_dir: Path, mesh_path: Path, out_path: Path, chunk_voxels: int | None = None,
                      step: int | None = None, threshold: float | None = None) -> dict:
-    """`focusing reconstruct`: reconstruct a mesh file and save it in the input's frame."""
+    """`focusing reconstruct`: reconstruct a mesh file and save it in the input's frame; the
+    occupancy threshold defaults to the run's calibrated one (calibration.json), else the
+    setup's inference.occupancy_threshold."""
     model, cfg = load_model(run_dir, step)
     raw = load_mesh(mesh_path, normalize=False)
     mesh, center, scale = normalize_mesh(raw)
     chunk = int(cfg["inference"]["chunk_voxels"] if chunk_voxels is None else chunk_voxels)
+    if threshold is None:
+        threshold = load_calibrated_threshold(run_dir)
     rec = reconstruct_mesh(model, cfg, mesh, chunk, threshold)
     if len(rec.faces) == 0:
         raise RuntimeError(
-            f"the model reconstructed an empty surface for {mesh_path}: after short training the "
-            "occupancy heads prune every voxel at the default threshold; try --threshold -1 "
-            "(a lower occupancy logit) or train longer")
+            f"the model reconstructed an empty surface for {mesh_path} (occupancy threshold "
+            f"{threshold if threshold is not None else cfg['inference']['occupancy_threshold']}); "
+            "the run is too short to have learnt this shape: train longer")
     rec = Mesh(rec.vertices / scale + center, rec.faces, None)
     save_mesh(rec, out_path)
     return {"vertices": int(len(rec.vertices)), "faces": int(len(rec.faces)), "out": str(out_path)}

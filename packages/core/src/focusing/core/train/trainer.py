@@ -9,6 +9,7 @@ step t comes from generators seeded by (seed, t, slot), so `--resume` continues 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ import numpy as np
 import torch
 
 from focusing.core.geometry.camera import Camera
-from focusing.core.geometry.tsdf import fuse_view_tsdf
 from focusing.core.plugins import get_registry
+from focusing.core.sparse.hashing import CoordIndex
 from focusing.core.sparse.tensor import SparseTensor
 from focusing.core.sparseflex.field import sparseflex_from_features
 from focusing.core.sparseflex.flexicubes import extract_mesh
@@ -99,7 +100,8 @@ class Trainer:
     """Trains a ShapeVAE under a resolved setup, writing a run folder."""
 
     def __init__(self, config: dict, data_dir: Path, run_dir: Path, resume: bool = False,
-                 progress: bool = True, dist_info: DistInfo | None = None):
+                 progress: bool = True, dist_info: DistInfo | None = None,
+                 eval_dir: Path | None = None):
         self.cfg = config
         self.run_dir = Path(run_dir)
         self.dist = dist_info or init_distributed()
@@ -108,7 +110,11 @@ class Trainer:
         torch.manual_seed(int(config["train"]["seed"]))
         self.data = ShapeDataset(Path(data_dir), config, workers=int(config["train"]["workers"]),
                                  progress=self.progress)
+        self.eval_data = (ShapeDataset(Path(eval_dir), config, progress=self.progress)
+                          if eval_dir is not None else None)
         self.model = ShapeVAE(config).to(self.device)
+        self.threshold = float(config["inference"]["occupancy_threshold"])
+        self.train_seconds = 0.0  # optimisation time only (no evaluation, calibration, logging)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=float(config["train"]["lr"]),
                                            weight_decay=float(config["train"]["weight_decay"]))
@@ -117,6 +123,7 @@ class Trainer:
         self.latent_selectors = make_selectors(config, "latent")
         self.output_selectors = make_selectors(config, "output")
         self.step = 0
+        self._tsdf_index: dict[str, CoordIndex] = {}
         # CPU peak memory is reported above the RSS after data and model set-up
         self._rss_base = current_rss_bytes()
         if resume:
@@ -152,12 +159,29 @@ class Trainer:
             return self.renderer.render(record.vertices.to(self.device),
                                         record.faces.to(self.device), camera).detach()
 
-    def _tsdf_target(self, record: ShapeRecord, corners: torch.Tensor, truncation: float):
-        cams = [Camera(torch.tensor(c["world_to_view"], dtype=torch.float64),
-                       torch.tensor(c["projection"], dtype=torch.float64),
-                       c["width"], c["height"], c["near"], c["far"]) for c in record.tsdf_cameras]
-        return fuse_view_tsdf(corners.detach().double(), cams, record.tsdf_depths.double(),
-                              truncation)
+    def _tsdf_target(self, record: ShapeRecord, corner_coords: torch.Tensor) -> torch.Tensor:
+        """Cached TSDF target [M] at decoded corners [M,4] (every corner of a child of a latent
+        voxel is in the record; a corner that is not, which cannot happen, counts as free)."""
+        index = self._tsdf_index.get(record.name)
+        if index is None:
+            c = record.tsdf_corners
+            index = CoordIndex(torch.cat([c.new_zeros(len(c), 1), c], 1).to(self.device))
+            self._tsdf_index[record.name] = index
+        trunc = 2.0 / (4 * int(self.cfg["model"]["latent_resolution"]))
+        found = index.lookup(corner_coords)
+        values = record.tsdf_values.to(self.device)[found.clamp_min(0)]
+        return torch.where(found >= 0, values, torch.full_like(values, trunc))
+
+    def _warmup_crop(self, z: SparseTensor, gen: torch.Generator) -> SparseTensor:
+        """The warm-up decodes at most loss.warmup_latents latents: the nearest ones (Chebyshev
+        distance, random tie-break) to a random latent voxel, so the crop is a compact block."""
+        limit = int(self.cfg["loss"]["warmup_latents"])
+        if limit <= 0 or len(z) <= limit:
+            return z
+        centre = z.coords[int(torch.randint(len(z), (1,), generator=gen))][1:]
+        dist = (z.coords[:, 1:] - centre).abs().max(1).values.float()
+        dist = dist + 0.5 * torch.rand(len(z), generator=gen).to(dist)
+        return z.index_select(torch.argsort(dist)[:limit].sort().values)
 
     def _select(self, selectors, x: SparseTensor, camera: Camera, gt, record: ShapeRecord,
                 rng: np.random.Generator):
@@ -176,9 +200,6 @@ class Trainer:
         rng = np.random.default_rng([int(cfg["train"]["seed"]), step, slot])
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         res = StepResult()
-        camera = sample_camera(record, cfg, rng)
-        gt = self._render(record, camera)
-
         r = int(cfg["model"]["latent_resolution"])
         active = record.active[r]
         voxels = SparseTensor(torch.cat([active.new_zeros(len(active), 1), active], 1),
@@ -188,6 +209,12 @@ class Trainer:
         eps = torch.randn(mean.shape, generator=gen).to(dev)
         z = voxels.to(dev).replace(mean + torch.exp(0.5 * logvar) * eps)
         res.counts["latent_all"] = len(z)
+        if step < int(cfg["loss"]["tsdf_steps"]) and not bool(cfg["loss"]["warmup_render"]):
+            targets = {2 * r: record.active[2 * r], 4 * r: record.active[4 * r]}
+            return self._render_free_loss(record, z, gen, targets,
+                                          {"kl": losses.kl_loss(mean, logvar)}, res)
+        camera = sample_camera(record, cfg, rng)
+        gt = self._render(record, camera)
         z, camera, gt = self._select(self.latent_selectors, z, camera, gt, record, rng)
         res.counts["latent_kept"] = len(z)
         terms: dict[str, torch.Tensor] = {"kl": losses.kl_loss(mean, logvar)}
@@ -196,12 +223,15 @@ class Trainer:
             res.terms = {"kl": float(terms["kl"].detach()), "total": float(total.detach())}
             return total, res
         targets = {2 * r: record.active[2 * r], 4 * r: record.active[4 * r]}
+        warmup = step < int(cfg["loss"]["tsdf_steps"])
         dec = self.model.decode(z, occupancy_targets=targets, prune=False)
         out = dec.features
         res.counts["output_all"] = len(out)
         out, camera, gt = self._select(self.output_selectors, out, camera, gt, record, rng)
         res.counts["output_kept"] = len(out)
         terms["occupancy"] = losses.occupancy_loss(dec.occupancy_logits, dec.occupancy_targets)
+        res.counts.update(losses.occupancy_precision_recall(dec.occupancy_logits,
+                                                            dec.occupancy_targets))
         field_ = sparseflex_from_features(out)
         mesh = extract_mesh(field_, training=True)
         res.counts["triangles"] = len(mesh.faces)
@@ -210,20 +240,43 @@ class Trainer:
         terms["flex"] = mesh.l_dev
         terms["consistency"] = field_.consistency_loss()
         terms["tv"] = losses.sparse_tv_loss(field_.corner_coords, field_.corner_sdf)
-        tsdf_on = step < int(cfg["loss"]["tsdf_steps"])
-        if tsdf_on:
+        if warmup or float(cfg["loss"]["tsdf_after"]) > 0:
             trunc = 2.0 / (4 * r)
-            corners = field_.corner_coords[:, 1:].to(torch.float64) / (4 * r) - 0.5
-            target = self._tsdf_target(record, corners, trunc)
-            valid = torch.isfinite(target)
-            terms["tsdf"] = losses.tsdf_loss(field_.corner_sdf, torch.nan_to_num(target), valid,
-                                             trunc)
-        total = losses.total_loss(terms, cfg["loss"], tsdf_on)
+            target = self._tsdf_target(record, field_.corner_coords)
+            terms["tsdf"] = losses.tsdf_loss(field_.corner_sdf, target,
+                                             torch.ones_like(target, dtype=torch.bool), trunc)
+        total = losses.total_loss(terms, cfg["loss"], warmup)
         res.terms = {k: float(v.detach()) for k, v in terms.items()}
         res.terms["total"] = float(total.detach())
         res.images = {"gt_depth": gt.depth, "pred_depth": pred.depth.detach(),
                       "gt_normal": gt.normal, "pred_normal": pred.normal.detach()}
         res.mesh = (mesh.vertices.detach(), mesh.faces)
+        return total, res
+
+    def _render_free_loss(self, record: ShapeRecord, z: SparseTensor, gen: torch.Generator, targets: dict, terms: dict,
+                          res: StepResult) -> tuple[torch.Tensor, StepResult]:
+        """The warm-up step: TSDF (eq. 5) and occupancy on every decoded corner and child of a
+        compact crop of latents; no mesh extraction and no rasterisation.
+
+        Why: on fandisk (small model, 2 CPU cores) this step takes 0.3 s against 2.2 s for a
+        full decode and ~1 s for a rendered step, and 400 such steps (135 s) reach F@0.005 0.61
+        where 300 steps with render losses from step 0 gave 0.05 (BENCHMARKS.md, "VAE learning")."""
+        cfg, r = self.cfg, int(self.cfg["model"]["latent_resolution"])
+        z = self._warmup_crop(z, gen)
+        res.counts["latent_kept"] = len(z)
+        dec = self.model.decode(z, occupancy_targets=targets, prune=False)
+        res.counts["output_all"] = res.counts["output_kept"] = len(dec.features)
+        terms["occupancy"] = losses.occupancy_loss(dec.occupancy_logits, dec.occupancy_targets)
+        res.counts.update(losses.occupancy_precision_recall(dec.occupancy_logits,
+                                                            dec.occupancy_targets))
+        field_ = sparseflex_from_features(dec.features)
+        terms["consistency"] = field_.consistency_loss()
+        target = self._tsdf_target(record, field_.corner_coords)
+        terms["tsdf"] = losses.tsdf_loss(field_.corner_sdf, target,
+                                         torch.ones_like(target, dtype=torch.bool), 2.0 / (4 * r))
+        total = losses.total_loss(terms, cfg["loss"], True)
+        res.terms = {k: float(v.detach()) for k, v in terms.items()}
+        res.terms["total"] = float(total.detach())
         return total, res
 
     def _autocast(self):
@@ -306,6 +359,87 @@ class Trainer:
             self.writer.add_mesh("predicted_mesh", vertices=verts[None].float(),
                                  faces=faces[None].int(), global_step=self.step)
 
+    def calibrate(self) -> dict:
+        """Measure the occupancy threshold on the training meshes and store it in the run."""
+        from focusing.core.train.reconstruct import decode_in_chunks
+        from focusing.core.vae.calibration import calibrate_threshold, save_calibration
+
+        r = int(self.cfg["model"]["latent_resolution"])
+        chunk = int(self.cfg["inference"]["chunk_voxels"])
+        halo = int(self.cfg["decoder"]["window"])
+        k = int(self.cfg["train"]["calibration_meshes"])
+        recs = self.data.records[:k] if k > 0 else self.data.records
+        result = calibrate_threshold(
+            self.model, [rec.active[r] for rec in recs], [(rec.points, rec.normals) for rec in recs],
+            [rec.active[4 * r] for rec in recs],
+            lambda z, thr: decode_in_chunks(self.model, z, chunk, halo, thr), start=self.threshold)
+        if self.dist.is_main:
+            save_calibration(self.run_dir, self.step, result)
+            if self.writer is not None:
+                self.writer.add_scalar("occupancy/calibrated_threshold", result["threshold"], self.step)
+                self.writer.add_scalar("occupancy/calibrated_iou", result["iou"], self.step)
+        self.threshold = result["threshold"]
+        return result
+
+    def evaluate_quality(self) -> dict[str, float]:
+        """Reconstruct the fixed evaluation meshes (the first train.eval_meshes training meshes
+        and every --eval mesh) with the calibrated threshold; log F-score, Chamfer and a normal
+        render to TensorBoard and append them to RUN/quality.jsonl with the training seconds."""
+        from focusing.core.geometry.mesh import Mesh
+        from focusing.core.train.reconstruct import reconstruct_mesh
+        try:
+            from focusing.eval.metrics import evaluate
+        except ImportError:  # focusing-eval not installed: nothing to score with
+            return {}
+        self.calibrate()
+        tau = float(self.cfg["train"]["eval_tau"])
+        scores = {}
+        rows = []
+        for split, rec in self._eval_records():
+            gt = Mesh(rec.vertices.double().numpy(), rec.faces.numpy(), None)
+            rec_mesh = reconstruct_mesh(self.model, self.cfg, gt,
+                                        int(self.cfg["inference"]["chunk_voxels"]), self.threshold)
+            if len(rec_mesh.faces) == 0:
+                m = {"fscore": 0.0, "chamfer_l2": float("nan")}
+            else:
+                m = evaluate(rec_mesh, gt, n_points=20_000, tau=tau)
+            rows.append({"step": self.step, "train_seconds": self.train_seconds, "split": split,
+                         "mesh": rec.name, "fscore": m["fscore"], "chamfer_l2": m["chamfer_l2"],
+                         "threshold": self.threshold, "faces": int(len(rec_mesh.faces))})
+            if self.writer is not None:
+                self.writer.add_scalar(f"quality_{split}/fscore/{rec.name}", m["fscore"], self.step)
+                self.writer.add_scalar(f"quality_{split}/chamfer_l2/{rec.name}", m["chamfer_l2"], self.step)
+                if len(rec_mesh.faces):
+                    self.writer.add_image(f"quality_{split}/normals/{rec.name}",
+                                          self._normal_image(rec_mesh), self.step, dataformats="HWC")
+        for split in ("train", "eval"):
+            f = [row["fscore"] for row in rows if row["split"] == split]
+            if f:
+                scores[split] = float(np.mean(f))
+                if self.writer is not None:
+                    self.writer.add_scalar(f"quality_{split}/mean_fscore", scores[split], self.step)
+        if self.dist.is_main and rows:
+            with open(self.run_dir / "quality.jsonl", "a") as fh:
+                for row in rows:
+                    fh.write(json.dumps(row) + "\n")
+        return scores
+
+    def _eval_records(self):
+        k = int(self.cfg["train"]["eval_meshes"])
+        for rec in self.data.records[:k]:
+            yield "train", rec
+        for rec in (self.eval_data.records if self.eval_data is not None else []):
+            yield "eval", rec
+
+    def _normal_image(self, mesh) -> torch.Tensor:
+        """A normal render [H,W,3] in [0,1] of a mesh in the unit box, from a fixed view."""
+        cam = Camera.looking_at(np.array([1.2, 0.9, 1.5]), np.zeros(3), fov_y_deg=40.0,
+                                width=128, height=128, near=0.5, far=4.0)
+        out = self.renderer.render(torch.as_tensor(mesh.vertices, dtype=torch.float32),
+                                   torch.as_tensor(mesh.faces, dtype=torch.long), cam)
+        img = out.normal.detach().float() * 0.5 + 0.5
+        return torch.where(out.mask[..., None] > 0, img, torch.ones_like(img))
+
     def fit(self, steps: int | None = None) -> list[StepResult]:
         """Train until `steps` total steps (default: train.steps); checkpoints and logs as configured."""
         total = int(self.cfg["train"]["steps"] if steps is None else steps)
@@ -315,21 +449,33 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, desc=f"train {self.cfg.get('name', '')}",
                    unit="step", disable=not self.progress)
         every = int(self.cfg["train"]["checkpoint_every"])
+        eval_every = int(self.cfg["train"]["eval_every"])
+        quality = {}
         while self.step < total:
             res = self.train_step()
+            self.train_seconds += res.seconds
             history.append(res)
             self.log(res)
             self._log_mesh(res)
             bar.update(1)
-            bar.set_postfix(loss=f"{res.terms['total']:.4f}",
-                            kept=int(res.counts.get("latent_kept", 0)))
+            if eval_every and self.step % eval_every == 0 and self.step < total:
+                quality = self.evaluate_quality()
+            post = {"loss": f"{res.terms['total']:.4f}", "kept": int(res.counts.get("latent_kept", 0))}
+            if "train" in quality:
+                post["F"] = f"{quality['train']:.3f}"
+            bar.set_postfix(post)
             if self.dist.is_main and every and self.step % every == 0 and self.step < total:
                 checkpoint.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer,
                                            self.scheduler)
+                self.calibrate()
         bar.close()
         if self.dist.is_main:
             checkpoint.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer,
                                        self.scheduler)
+            if eval_every:
+                self.evaluate_quality()
+            else:
+                self.calibrate()
             if self.writer is not None:
                 self.writer.flush()
         barrier(self.dist.world_size)
