@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -107,7 +108,12 @@ def _debugging() -> bool:
 def error_message(exc: BaseException) -> str:
     """One line for a user error: the message, or for an OSError its reason and path."""
     if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
-        return f"{exc.strerror}: {str(exc.filename)!r}"
+        text = f"{exc.strerror}: {str(exc.filename)!r}"
+        if isinstance(exc, NotADirectoryError):  # name the file that stands in the way
+            blocker = next((p for p in Path(exc.filename).parents if p.is_file()), None)
+            if blocker is not None:
+                text += f" ({str(blocker)!r} is a file, not a folder)"
+        return text
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, LookupError) and text.startswith("'") and text.endswith("'"):
         text = text[1:-1]  # KeyError-style quoting

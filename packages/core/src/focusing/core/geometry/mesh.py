@@ -55,6 +55,11 @@ _SLIVER_RATIO = 1e-12
 _SPECK_RATIO = 1e-14
 
 
+# Largest |coordinate| accepted: squared differences (areas, squared distances) of coordinates
+# up to this stay below float64's 1.8e308.
+_MAX_COORDINATE = 1e150
+
+
 class MeshError(ValueError):
     """A mesh file or array that cannot be used; the message names the file and the fault."""
 
@@ -194,7 +199,7 @@ def _check_magnitude(mesh: Mesh, points: np.ndarray, what: str) -> None:
     """MeshError naming the mesh if squared coordinate differences (areas) overflow float64."""
     span = float(np.abs(points).max()) if points.size else 0.0
     with np.errstate(over="ignore"):
-        ok = np.isfinite((2.0 * span) ** 2) and np.isfinite(mesh.face_areas).all()
+        ok = span <= _MAX_COORDINATE and bool(np.isfinite(mesh.face_areas).all())
     if not ok:
         raise MeshError(
             f"{_where(mesh.source)}: coordinates too large ({what} reach {span:.3g}): "
