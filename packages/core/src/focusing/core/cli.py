@@ -101,7 +101,8 @@ def get_app() -> typer.Typer:
     return app
 
 
-def _debugging() -> bool:
+def debugging() -> bool:
+    """Whether `--debug` or FOCUSING_DEBUG=1 asks for tracebacks of user errors too."""
     return _debug or os.environ.get("FOCUSING_DEBUG", "").strip() not in ("", "0")
 
 
@@ -127,11 +128,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         get_app()(args=argv, standalone_mode=True)
     except USER_ERRORS as exc:
-        if _debugging():
+        if debugging():
             raise
         typer.echo(f"error: {error_message(exc)}", err=True)
         sys.exit(2)
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m focusing.core.cli`: run the imported module's main, so that the commands and
+    # this entry point share one module state (the --debug flag).
+    from focusing.core.cli import main as _main
+
+    _main()

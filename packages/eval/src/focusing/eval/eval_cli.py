@@ -168,6 +168,7 @@ def eval_command(
     """Chamfer (L2, L1), F-score, normal consistency of PRED against GT, and the sampling floor."""
     import os
 
+    from focusing.core.cli import debugging
     from focusing.core.geometry.mesh import MeshError, check_output_path
     from focusing.eval.metrics import METRIC_KEYS, evaluate
 
@@ -201,6 +202,8 @@ def eval_command(
         try:
             result = evaluate(pred_file, gt_file, n_points=points, tau=tau, seed=seed)
         except MeshError as exc:
+            if debugging():  # `focusing --debug`: the traceback, for a bug report
+                raise
             _fail(str(exc))
         rows.append({"name": name, "pred": str(pred_file), "gt": str(gt_file),
                      **{k: result[k] for k in METRIC_KEYS}})
