@@ -84,7 +84,8 @@ def test_debug_flag_and_env_show_the_exception(places, capsys, monkeypatch):
 def test_console_entry_point(tmp_path):
     env = {**os.environ, "FOCUSING_CACHE": str(tmp_path)}
     env.pop("FOCUSING_DEBUG", None)
-    run = [sys.executable, "-m", "focusing.core.cli", "eval", str(BAD / "zero_area.off"), str(FANDISK)]
+    bad = str(BAD / "zero_area.off")
+    run = [sys.executable, "-m", "focusing.core.cli", "eval", bad, str(FANDISK)]
     res = subprocess.run(run, capture_output=True, text=True, env=env)
     assert res.returncode == 2 and "Traceback" not in res.stderr + res.stdout
     assert res.stderr.startswith("error: mesh") and "area is zero" in res.stderr

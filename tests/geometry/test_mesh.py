@@ -226,7 +226,8 @@ def test_off_mixing_triangles_and_polygons_is_fanned(tmp_path):
 
 def test_off_variants_are_read(tmp_path):
     # Counts on the header line, COFF vertex colours, comments (one not UTF-8), CRLF, a BOM.
-    body = "COFF 3 1 0 # counts here\r\n# caf\xe9\r\n0 0 0 1 0 0 1\r\n1 0 0 0 1 0 1\r\n0 1 0 0 0 1 1\r\n3 0 1 2\r\n"
+    body = ("COFF 3 1 0 # counts here\r\n# caf\xe9\r\n"
+            "0 0 0 1 0 0 1\r\n1 0 0 0 1 0 1\r\n0 1 0 0 0 1 1\r\n3 0 1 2\r\n")
     data = b"\xef\xbb\xbf" + body.encode("latin-1")
     m = load_mesh(_write(tmp_path, "variant.off", data), normalize=False)
     np.testing.assert_array_equal(m.vertices, [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
@@ -248,13 +249,16 @@ def test_obj_tabs_bom_crlf_slashes_negative_indices_and_quads(tmp_path):
     assert m.faces.tolist() == [[0, 1, 2], [0, 2, 3], [0, 1, 2], [0, 2, 3], [0, 1, 2]]
 
 
-_PLY_HEAD = "ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\nproperty float z\n"
+_PLY_HEAD = ("ply\nformat ascii 1.0\nelement vertex 4\n"
+             "property float x\nproperty float y\nproperty float z\n")
 _PLY_V = "0 0 0\n1 0 0\n0 1 0\n1 1 0\n"
 
 
 def test_ply_quads_and_triangle_strips(tmp_path):
-    quad = _PLY_HEAD + "element face 1\nproperty list uchar int vertex_indices\nend_header\n" + _PLY_V + "4 0 1 3 2\n"
-    assert load_mesh(_write(tmp_path, "quad.ply", quad), False).faces.tolist() == [[0, 1, 3], [3, 2, 0]]
+    quad = (_PLY_HEAD + "element face 1\nproperty list uchar int vertex_indices\nend_header\n"
+            + _PLY_V + "4 0 1 3 2\n")
+    m = load_mesh(_write(tmp_path, "quad.ply", quad), normalize=False)
+    assert m.faces.tolist() == [[0, 1, 3], [3, 2, 0]]
     # One strip 0 1 2 3, a restart (-1), then 2 3 0: winding alternates along a strip.
     strip = (_PLY_HEAD + "element tristrips 1\nproperty list int int vertex_indices\nend_header\n"
              + _PLY_V + "8 0 1 2 3 -1 2 3 0\n")
@@ -273,7 +277,8 @@ def test_ply_quads_and_triangle_strips(tmp_path):
 @pytest.mark.parametrize("ascii_stl", [True, False])
 def test_stl_ascii_and_binary(tmp_path, ascii_stl):
     box = trimesh.creation.box()
-    data = trimesh.exchange.stl.export_stl_ascii(box) if ascii_stl else trimesh.exchange.stl.export_stl(box)
+    stl = trimesh.exchange.stl
+    data = stl.export_stl_ascii(box) if ascii_stl else stl.export_stl(box)
     m = load_mesh(_write(tmp_path, "box.stl", data), normalize=False)
     assert m.num_faces == 12
     np.testing.assert_allclose(m.face_areas.sum(), 6.0, rtol=1e-6)
@@ -296,14 +301,23 @@ def test_stl_ascii_and_binary(tmp_path, ascii_stl):
         ("text_vertex.off", "OFF\n3 1 0\n0 0 0\n1 zero 0\n0 1 0\n3 0 1 2\n", "line 4"),
         ("edge_face.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n2 0 1\n", "at least 3 corners"),
         ("lines.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nl 1 2 3\n", "holds only lines"),
+        ("header_only.off", "OFF\n", "truncated: the header has no vertex and face counts"),
+        ("fraction.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2.5\n", "line 6"),
+        ("huge_index.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 99999999999999999999\n",
+         "beyond 64 bits"),
+        ("huge_index.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 99999999999999999999\n",
+         "beyond 64 bits"),
+        ("comments.obj", "# only a comment\n\n", "no vertices or faces"),
         ("points.obj", "v 0 0 0\nv 1 0 0\np 1 2\n", "point cloud"),
         ("zero_index.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 0 1 2\n", "indices start at 1"),
         ("past_relative.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf -1 -2 -4\n", "negative vertex index"),
         ("words.obj", "this is not a mesh\n", "no `v` or `f` statements"),
-        ("strips_empty.ply", _PLY_HEAD + "element tristrips 1\nproperty list int int vertex_indices\n"
-         "end_header\n" + _PLY_V + "2 0 1\n", "triangle strips hold no triangle"),
+        ("strips_empty.ply", _PLY_HEAD + "element tristrips 1\n"
+         "property list int int vertex_indices\nend_header\n" + _PLY_V + "2 0 1\n",
+         "triangle strips hold no triangle"),
         ("short.ply", _PLY_HEAD + "element face 2\nproperty list uchar int vertex_indices\n"
-         "end_header\n" + _PLY_V + "3 0 1 2\n", "truncated: header says 2 face elements, file has 1"),
+         "end_header\n" + _PLY_V + "3 0 1 2\n",
+         "truncated: header says 2 face elements, file has 1"),
         ("edges.ply", _PLY_HEAD + "element edge 1\nproperty int vertex1\nproperty int vertex2\n"
          "end_header\n" + _PLY_V + "0 1\n", "edge elements"),
         ("past_end.ply", _PLY_HEAD + "element face 1\nproperty list uchar int vertex_indices\n"

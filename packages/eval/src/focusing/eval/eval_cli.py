@@ -127,7 +127,9 @@ def _print_folder(report: dict, n_points: int, tau: float) -> None:
     _console().print(table)
 
 
-def _pair_folders(pred: Path, gt: Path) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
+def _pair_folders(
+    pred: Path, gt: Path
+) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
     """Pair the mesh files of two folders by stem; warn (stderr) about what stays unpaired."""
     pred_files, pred_other, pred_clash = _mesh_files(pred)
     gt_files, gt_other, gt_clash = _mesh_files(gt)

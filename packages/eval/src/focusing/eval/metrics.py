@@ -3,8 +3,9 @@
 Protocol (DESIGN.md "Metrics protocol"): both meshes are mapped by the same similarity that
 takes the *ground truth's* bounding box to [-0.5, 0.5] (centre to the origin, largest extent
 to 1). The box is that of the gt's surface with area (`surface_bounds`): unreferenced vertices
-and degenerate or speck faces are never sampled, so they must not set the frame either; each is sampled with `n_points` area-weighted surface points carrying face normals;
-nearest neighbours come from a scipy cKDTree.
+and degenerate or speck faces are never sampled, so they must not set the frame either. Each
+mesh is sampled with `n_points` area-weighted surface points carrying face normals; nearest
+neighbours come from a scipy cKDTree.
 
 Definitions (distances in the normalised frame, units of the ground truth's largest extent):
 - chamfer_l2 = mean_p min_q |p - q|^2 + mean_q min_p |p - q|^2   (a *sum* of the two means)

@@ -220,7 +220,8 @@ def _check_input_file(path: Path) -> None:
             raise MeshError(f"mesh {name}: symlink loop (the link points back to itself)") from exc
         if exc.errno == errno.ENOENT and path.is_symlink():
             raise MeshError(
-                f"mesh {name}: broken symlink (points to {os.readlink(path)!r}, which does not exist)"
+                f"mesh {name}: broken symlink (points to {os.readlink(path)!r}, which does not "
+                f"exist)"
             ) from exc
         if exc.errno == errno.ENOENT:
             raise MeshError(f"mesh {name}: file does not exist") from exc
@@ -296,7 +297,7 @@ def _numbers(rows: list[list[str]], dtype, width: int) -> np.ndarray:
     flat = " ".join(" ".join(t) for t in rows)
     values = np.array(flat.split(), dtype=np.float64) if flat else np.zeros(0)
     if dtype is np.int64:
-        if not np.all(values == np.round(values)):
+        if not np.all((values == np.round(values)) & (np.abs(values) < 2.0**53)):
             raise ValueError("not integers")
         values = values.astype(np.int64)
     return values.reshape(len(rows), width)
@@ -307,8 +308,11 @@ def _fan(poly: list[int]) -> list[list[int]]:
     return [[poly[0], poly[i], poly[i + 1]] for i in range(1, len(poly) - 1)]
 
 
-def _faces_array(faces: list[list[int]]) -> np.ndarray:
-    return np.array(faces, dtype=np.int64).reshape(-1, 3)
+def _faces_array(faces: list[list[int]], name: str = "") -> np.ndarray:
+    try:
+        return np.array(faces, dtype=np.int64).reshape(-1, 3)
+    except OverflowError:
+        raise MeshError(f"mesh {name}: a face holds a vertex index beyond 64 bits") from None
 
 
 def _parse_off(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -393,13 +397,14 @@ def _parse_off(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
             raise MeshError(f"{fail}: line {number}: a face needs at least 3 corners, got {n}")
         if len(corners) < n:
             raise MeshError(
-                f"mesh {name}: truncated: line {number}: face says {n} corners, lists {len(corners)}"
+                f"mesh {name}: truncated: line {number}: face says {n} corners, "
+                f"lists {len(corners)}"
             )
         if n == 3:
             faces.append(corners)
         else:
             faces.extend(_fan(corners))
-    return vertices, _faces_array(faces)
+    return vertices, _faces_array(faces, name)
 
 
 _OBJ_IGNORED = {"vt", "vn", "vp", "g", "o", "s", "usemtl", "mtllib", "cstype", "deg", "bmat",
@@ -429,7 +434,9 @@ def _parse_obj(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
         key = tokens[0]
         if key == "v":
             if len(tokens) < 4:
-                raise MeshError(f"{fail}: line {number}: a vertex needs 3 numbers, got {line.strip()[:60]!r}")
+                raise MeshError(
+                    f"{fail}: line {number}: a vertex needs 3 numbers, got {line.strip()[:60]!r}"
+                )
             vertices.append(tokens[1:4])
         elif key == "f":
             corners = []
@@ -473,7 +480,7 @@ def _parse_obj(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
                 f"{first_unknown[1]!r}"
             )
         raise MeshError(f"{fail}: no vertices or faces")
-    return verts, _faces_array(faces)
+    return verts, _faces_array(faces, name)
 
 
 def _strip_triangles(strip: np.ndarray) -> list[list[int]]:
@@ -598,7 +605,7 @@ def _format_hint(path: Path | None, file_type: str, head: bytes | None = None) -
         guess = "ply"
     elif head.startswith(b"glTF"):
         guess = "glb"
-    elif _OFF_KEYWORD.match(head.lstrip().split(maxsplit=1)[0].decode("latin-1")) if head.strip() else False:
+    elif head.strip() and _OFF_KEYWORD.match(head.split(maxsplit=1)[0].decode("latin-1")):
         guess = "off"
     elif head.lstrip().startswith(b"solid"):
         guess = "stl"
