@@ -310,3 +310,76 @@ def test_eval_is_registered_through_the_entry_point():
     entry = get_registry("command").entry("eval")
     assert entry.obj is eval_command
     assert entry.distribution == "focusing-eval"
+
+
+# ---------------------------------------------------------------- odd meshes and paths
+
+
+def _fandisk_vertices() -> int:
+    return int(mesh_file("fandisk").read_text().split()[1])
+
+
+def _fandisk_plus(path, extra_vertices: list[str], extra_faces: list[str]):
+    """fandisk.off with vertices and faces appended (header counts updated)."""
+    lines = [s for s in mesh_file("fandisk").read_text().splitlines() if s.strip()]
+    nv, nf, ne = (int(x) for x in lines[1].split())
+    body = (["OFF", f"{nv + len(extra_vertices)} {nf + len(extra_faces)} {ne}"]
+            + lines[2 : 2 + nv] + extra_vertices + lines[2 + nv : 2 + nv + nf] + extra_faces)
+    path.write_text("\n".join(body) + "\n")
+    return path, nv
+
+
+def test_far_zero_area_face_in_gt_gives_the_real_score(app, tmp_path):
+    # Today's failure: the stray face set the box, so camel vs fandisk scored F=1, NC=1.
+    n = _fandisk_vertices()
+    stray, _ = _fandisk_plus(tmp_path / "fandisk_stray.off",
+                             ["1000 1000 1000", "1001 1001 1001", "1002 1002 1002"],
+                             [f"3 {n} {n + 1} {n + 2}"])
+    res = _run(app, mesh_file("camel"), stray, "--json", "--points", 3000)
+    assert res.exit_code == 0, res.stderr
+    got = json.loads(res.stdout)
+    want = evaluate(mesh_file("camel"), mesh_file("fandisk"), n_points=3000)
+    assert {k: got[k] for k in METRIC_KEYS} == {k: want[k] for k in METRIC_KEYS}
+    assert got["fscore"] < 0.2 and got["normal_consistency"] < 0.9 and got["chamfer_l2"] > 1e-3
+    # A far vertex no face uses, in the prediction, changes nothing either.
+    pred, _ = _fandisk_plus(tmp_path / "pred_far.off", ["1e30 1e30 1e30"], [])
+    same = evaluate(pred, mesh_file("fandisk"), n_points=3000)
+    assert same == evaluate(mesh_file("fandisk"), mesh_file("fandisk"), n_points=3000)
+
+
+@pytest.mark.parametrize("which", ["pred", "gt"])
+def test_overflowing_coordinates_blame_the_right_file(app, tmp_path, which):
+    n = _fandisk_vertices()
+    huge, _ = _fandisk_plus(tmp_path / "huge.off", ["1e200 0 0"], [f"3 0 1 {n}"])
+    good = mesh_file("fandisk")
+    pred, gt = (huge, good) if which == "pred" else (good, huge)
+    res = _run(app, pred, gt, "--points", 500)
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit)
+    assert str(huge) in res.stderr and str(good) not in res.stderr
+    assert "coordinates too large" in res.stderr
+
+
+def test_prediction_overflowing_in_the_gt_frame_names_the_prediction(app, tmp_path):
+    gt = tmp_path / "tiny.off"
+    gt.write_text("OFF\n3 1 0\n0 0 0\n1e-3 0 0\n0 1e-3 0\n3 0 1 2\n")
+    pred = tmp_path / "far.off"
+    pred.write_text("OFF\n3 1 0\n1e149 0 0\n1e149 1 0\n1e149 0 1\n3 0 1 2\n")
+    res = _run(app, pred, gt, "--points", 100)
+    assert res.exit_code == 2
+    assert str(pred) in res.stderr and str(gt) not in res.stderr and "too large" in res.stderr
+
+
+def test_out_under_a_file_and_odd_folder_entries(app, folders, tmp_path):
+    pred, gt = folders
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    res = _run(app, pred, gt, "--points", 200, "--out", blocker / "r.json")
+    assert res.exit_code == 2 and "is a file, not a folder" in res.stderr
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    # Hidden and ._ files and a folder named like a mesh: skipped by the train rule.
+    (pred / "x.obj").mkdir()
+    (gt / "._camel.off").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (gt / ".fandisk.off").write_bytes(b"junk")
+    res = _run(app, pred, gt, "--json", "--points", 200)
+    assert res.exit_code == 0, res.stderr
+    assert [r["name"] for r in json.loads(res.stdout)["pairs"]] == ["camel", "fandisk"]

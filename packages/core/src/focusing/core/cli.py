@@ -1,9 +1,16 @@
-"""The `focusing` command line: core's own commands plus those every package registers."""
+"""The `focusing` command line: core's own commands plus those every package registers.
+
+User errors (a bad mesh, setting or path) end as one `error: ...` line and exit code 2; a
+traceback is for bugs, and shows for user errors too with `focusing --debug ...` or
+FOCUSING_DEBUG=1.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -20,9 +27,30 @@ app = typer.Typer(
 )
 
 
+# Faults of the input, not of the program: ValueError covers MeshError, ConfigError and
+# CompareError (and the checks that raise ValueError on a bad argument); OSError subclasses
+# are the file-system faults of a path the user gave.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    registry.PluginError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
+
+_debug = False
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the Python traceback of an error (also FOCUSING_DEBUG=1)."),
+) -> None:
     """Train and compare 3D shape VAEs on sparse voxels; `focusing plugins` lists the pieces."""
+    global _debug
+    _debug = debug
 
 
 @app.command("plugins")
@@ -73,14 +101,42 @@ def get_app() -> typer.Typer:
     return app
 
 
+def debugging() -> bool:
+    """Whether `--debug` or FOCUSING_DEBUG=1 asks for tracebacks of user errors too."""
+    return _debug or os.environ.get("FOCUSING_DEBUG", "").strip() not in ("", "0")
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for a user error: the message, or for an OSError its reason and path."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        text = f"{exc.strerror}: {str(exc.filename)!r}"
+        if isinstance(exc, NotADirectoryError):  # name the file that stands in the way
+            blocker = next((p for p in Path(exc.filename).parents if p.is_file()), None)
+            if blocker is not None:
+                text += f" ({str(blocker)!r} is a file, not a folder)"
+        return text
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, LookupError) and text.startswith("'") and text.endswith("'"):
+        text = text[1:-1]  # KeyError-style quoting
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `focusing` console script."""
+    """Entry point of the `focusing` console script: exit 2 with `error: ...` on a user error."""
+    global _debug
+    _debug = False
     try:
         get_app()(args=argv, standalone_mode=True)
-    except registry.PluginError as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except USER_ERRORS as exc:
+        if debugging():
+            raise
+        typer.echo(f"error: {error_message(exc)}", err=True)
         sys.exit(2)
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m focusing.core.cli`: run the imported module's main, so that the commands and
+    # this entry point share one module state (the --debug flag).
+    from focusing.core.cli import main as _main
+
+    _main()

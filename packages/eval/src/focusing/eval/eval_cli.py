@@ -47,24 +47,19 @@ def _console():
     return Console(width=max(Console().width, 132))
 
 
-def _mesh_files(folder: Path, suffixes) -> tuple[dict[str, Path], list[Path], list[str]]:
-    """(stem -> mesh file, files of other formats, stems held by several mesh files) of a folder."""
+def _mesh_files(folder: Path) -> tuple[dict[str, Path], list[Path], list[str]]:
+    """(stem -> mesh file, files of other formats, stems held by several mesh files) of a folder;
+    which files are meshes is `find_mesh_files`'s rule, the one `train` uses."""
+    from focusing.core.geometry.mesh import find_mesh_files
+
+    meshes = find_mesh_files(folder)
     by_stem: dict[str, list[Path]] = {}
-    others: list[Path] = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue
-        if path.suffix.lower() in suffixes:
-            by_stem.setdefault(path.stem, []).append(path)
-        else:
-            others.append(path)
+    for path in meshes:
+        by_stem.setdefault(path.stem, []).append(path)
+    others = [p for p in sorted(folder.iterdir())
+              if p not in meshes and not p.name.startswith(".") and p.is_file()]
     clashes = [f"{s} ({', '.join(p.name for p in ps)})" for s, ps in by_stem.items() if len(ps) > 1]
     return {s: ps[0] for s, ps in by_stem.items()}, others, clashes
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write text to path atomically (see focusing.core.io)."""
-    write_text_atomic(path, text)
 
 
 def _build_report(
@@ -133,11 +128,11 @@ def _print_folder(report: dict, n_points: int, tau: float) -> None:
 
 
 def _pair_folders(
-    pred: Path, gt: Path, suffixes
+    pred: Path, gt: Path
 ) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
     """Pair the mesh files of two folders by stem; warn (stderr) about what stays unpaired."""
-    pred_files, pred_other, pred_clash = _mesh_files(pred, suffixes)
-    gt_files, gt_other, gt_clash = _mesh_files(gt, suffixes)
+    pred_files, pred_other, pred_clash = _mesh_files(pred)
+    gt_files, gt_other, gt_clash = _mesh_files(gt)
     if pred_clash or gt_clash:
         _fail("several mesh files share a stem, pairing is ambiguous: "
               + "; ".join(pred_clash + gt_clash))
@@ -173,27 +168,32 @@ def eval_command(
         None, "--out", help="Also write the results to a .json or .csv file (atomically)."),
 ) -> None:
     """Chamfer (L2, L1), F-score, normal consistency of PRED against GT, and the sampling floor."""
-    from focusing.core.geometry.mesh import SUPPORTED_FORMATS, MeshError
+    import os
+
+    from focusing.core.cli import debugging
+    from focusing.core.geometry.mesh import MeshError, check_output_path
     from focusing.eval.metrics import METRIC_KEYS, evaluate
 
     # Every argument is checked before any work, so a bad call writes nothing.
     if not (tau > 0):
         _fail(f"--tau must be a positive distance, got {tau}")
     for role, path in (("PRED", pred), ("GT", gt)):
-        if not path.exists():
+        if not os.path.lexists(path):  # a broken link or loop is named by load_mesh
             _fail(f"{role} {str(path)!r} does not exist")
     if pred.is_dir() != gt.is_dir():
         _fail(f"PRED and GT must both be mesh files or both be folders (got {pred} and {gt})")
     if out is not None:
         if out.suffix.lower() not in _OUT_SUFFIXES:
             _fail(f"--out {str(out)!r}: unknown format; use one of {', '.join(_OUT_SUFFIXES)}")
-        if not out.parent.is_dir():
-            _fail(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
+        try:
+            check_output_path(out, "--out")
+        except ValueError as exc:
+            _fail(str(exc))
 
     if pred.is_dir():
         from tqdm import tqdm
 
-        pairs, only_pred, only_gt = _pair_folders(pred, gt, SUPPORTED_FORMATS)
+        pairs, only_pred, only_gt = _pair_folders(pred, gt)
         progress = tqdm(pairs, desc="focusing eval", unit="pair", disable=None)
     else:
         pairs, only_pred, only_gt = [(gt.stem, pred, gt)], [], []
@@ -204,12 +204,14 @@ def eval_command(
         try:
             result = evaluate(pred_file, gt_file, n_points=points, tau=tau, seed=seed)
         except MeshError as exc:
+            if debugging():  # `focusing --debug`: the traceback, for a bug report
+                raise
             _fail(str(exc))
         rows.append({"name": name, "pred": str(pred_file), "gt": str(gt_file),
                      **{k: result[k] for k in METRIC_KEYS}})
     report = _build_report(rows, result["convention"], only_pred, only_gt, METRIC_KEYS)
     if out is not None:
-        _write_atomic(out, _report_text(report, out.suffix.lower(), METRIC_KEYS))
+        write_text_atomic(out, _report_text(report, out.suffix.lower(), METRIC_KEYS))
 
     if not pred.is_dir():
         if as_json:

@@ -2,8 +2,10 @@
 
 Protocol (DESIGN.md "Metrics protocol"): both meshes are mapped by the same similarity that
 takes the *ground truth's* bounding box to [-0.5, 0.5] (centre to the origin, largest extent
-to 1); each is sampled with `n_points` area-weighted surface points carrying face normals;
-nearest neighbours come from a scipy cKDTree.
+to 1). The box is that of the gt's surface with area (`surface_bounds`): unreferenced vertices
+and degenerate or speck faces are never sampled, so they must not set the frame either. Each
+mesh is sampled with `n_points` area-weighted surface points carrying face normals; nearest
+neighbours come from a scipy cKDTree.
 
 Definitions (distances in the normalised frame, units of the ground truth's largest extent):
 - chamfer_l2 = mean_p min_q |p - q|^2 + mean_q min_p |p - q|^2   (a *sum* of the two means)
@@ -24,7 +26,13 @@ from typing import Union
 import numpy as np
 from scipy.spatial import cKDTree
 
-from focusing.core.geometry.mesh import Mesh, apply_normalization, load_mesh, normalize_mesh
+from focusing.core.geometry.mesh import (
+    Mesh,
+    apply_normalization,
+    load_mesh,
+    normalize_mesh,
+    validate_mesh,
+)
 from focusing.core.geometry.sampling import sample_surface
 
 MeshLike = Union[Mesh, str, "PathLike[str]"]
@@ -45,7 +53,8 @@ METRIC_KEYS: tuple[str, ...] = (
 RESULT_KEYS: tuple[str, ...] = METRIC_KEYS + ("convention",)
 
 CONVENTION = (
-    "both meshes normalised by the ground truth's bounding box (centre 0, largest extent 1, "
+    "both meshes normalised by the bounding box of the ground truth's surface with area "
+    "(faces of non-negligible area; centre 0, largest extent 1, "
     "[-0.5, 0.5]); n_points area-weighted samples each; cKDTree nearest neighbours; "
     "chamfer_l2 = sum of the two mean squared NN distances (pred->gt + gt->pred), "
     "chamfer_l1 = sum of the two mean NN distances; F-score at tau with strict d < tau; "
@@ -181,7 +190,7 @@ def point_metrics(
 
 def _as_mesh(obj: MeshLike) -> Mesh:
     if isinstance(obj, Mesh):
-        return obj
+        return validate_mesh(obj)
     # Raw coordinates: the normalisation below is the ground truth's, not each mesh's own.
     return load_mesh(obj, normalize=False)
 
@@ -198,7 +207,8 @@ def evaluate(
         raise ValueError(f"n_points must be >= 1, got {n_points}")
     tau = _check_tau(tau)
     gt_mesh, pred_mesh = _as_mesh(gt), _as_mesh(pred)
-    # The gt box (of the vertices its faces use) defines the frame; pred gets the same map.
+    # The gt's surface box defines the frame; pred gets the same map (an overflow there is a
+    # MeshError naming pred's file, not gt's).
     gt_n, centre, scale = normalize_mesh(gt_mesh)
     pred_n = apply_normalization(pred_mesh, centre, scale)
     p_pts, p_nrm = sample_surface(pred_n, n_points, seed)

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from focusing.core.geometry.camera import orbit_cameras
-from focusing.core.geometry.mesh import load_mesh, normalize_mesh
+from focusing.core.geometry.mesh import find_mesh_files, load_mesh, normalize_mesh
 from focusing.core.geometry.raycast import raycast
 from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
@@ -54,7 +54,7 @@ def mesh_files(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"data folder {folder} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in MESH_SUFFIXES)
+    files = find_mesh_files(folder)  # the one rule eval uses too (hidden, ._*, folders skipped)
     if not files:
         raise FileNotFoundError(
             f"no meshes ({', '.join(MESH_SUFFIXES)}) in {folder}"
