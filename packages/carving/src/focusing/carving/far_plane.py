@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from focusing.core.geometry.camera import Camera
-from focusing.core.selection import Selection, VoxelSelector
+from focusing.core.plugins.base import VoxelSelector
+from focusing.core.selection import Selection
 
 from focusing.carving._voxels import (
     centres,

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from focusing.core.selection import Selection, VoxelSelector
+from focusing.core.plugins.base import VoxelSelector
+from focusing.core.selection import Selection
 
 from focusing.carving._voxels import (
     VoxelLookup,
