@@ -124,6 +124,24 @@ class SparseBackend(Plugin):
         """Feats [8N,C_out] of the children [8N,4] (rows 8 i + o) (no bias)."""
         raise NotImplementedError
 
+    def _children_rows(self, got: torch.Tensor, children: torch.Tensor) -> torch.Tensor:
+        """Rows [8N] with got[rows] == children, for a library's output coords got [8N,4] that
+        should hold the same set as children [8N,4]; a RuntimeError names the backend if not."""
+        from focusing.core.sparse import hashing
+
+        if got.shape[0] != children.shape[0]:
+            raise RuntimeError(
+                f"{self.name} upsample_conv produced {got.shape[0]} voxels for "
+                f"{children.shape[0] // 8} inputs (expected {children.shape[0]}): duplicate input "
+                "coordinates?"
+            )
+        got_sorted, got_order = torch.sort(hashing.pack(got))
+        want_keys = hashing.pack(children)
+        pos = torch.searchsorted(got_sorted, want_keys).clamp_max(got.shape[0] - 1)
+        if not torch.equal(got_sorted[pos], want_keys):
+            raise RuntimeError(f"{self.name} upsample_conv: output coordinates are not the 8 children")
+        return got_order[pos]
+
     def _check(self, x: "SparseTensor", weight: torch.Tensor, kernel_volume: int, what: str) -> None:
         """Raise a ValueError naming the backend and the fault when x and weight do not fit."""
         who = f"{self.name} {what}"

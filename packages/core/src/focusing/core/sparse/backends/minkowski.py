@@ -76,21 +76,6 @@ def _me() -> SimpleNamespace:
     )
 
 
-def _rows_of(got: torch.Tensor, want: torch.Tensor, n: int) -> torch.Tensor:
-    """rows [M] with got[rows] == want, for coords got/want [M,4] that hold the same set."""
-    if got.shape[0] != want.shape[0]:
-        raise RuntimeError(
-            f"minkowski upsample_conv produced {got.shape[0]} voxels for {n} inputs "
-            f"(expected {want.shape[0]})"
-        )
-    got_sorted, got_order = torch.sort(hashing.pack(got))
-    want_keys = hashing.pack(want)
-    pos = torch.searchsorted(got_sorted, want_keys).clamp_max(got.shape[0] - 1)
-    if not torch.equal(got_sorted[pos], want_keys):
-        raise RuntimeError("minkowski upsample_conv: output coordinates are not the 8 children")
-    return got_order[pos]
-
-
 class MinkowskiBackend(SparseBackend):
     """Sparse convolutions through MinkowskiEngine 0.5.4 (CPU build; a CUDA build also works)."""
 
@@ -190,6 +175,6 @@ class MinkowskiBackend(SparseBackend):
         )  # fmt: skip
         if hit is None:
             got = manager.get_coordinates(out_key).long().to(children.device)
-            hit = (out_key, _rows_of(got, children, x.num_voxels).to(out.device))
+            hit = (out_key, self._children_rows(got, children).to(out.device))
             x.cache[("minkowski", "up2")] = hit
         return out.index_select(0, hit[1])

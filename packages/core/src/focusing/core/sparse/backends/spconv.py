@@ -81,21 +81,6 @@ def _spconv() -> tuple[Any, Any, Any]:
     return ops, fsp, ConvAlgo
 
 
-def _rows_of(got: torch.Tensor, want: torch.Tensor, n: int, who: str) -> torch.Tensor:
-    """rows [M] with got[rows] == want, for coords got/want [M,4] that hold the same set."""
-    if got.shape[0] != want.shape[0]:
-        raise RuntimeError(
-            f"{who} upsample_conv produced {got.shape[0]} voxels for {n} inputs "
-            f"(expected {want.shape[0]}): duplicate input coordinates?"
-        )
-    got_sorted, got_order = torch.sort(hashing.pack(got))
-    want_keys = hashing.pack(want)
-    pos = torch.searchsorted(got_sorted, want_keys).clamp_max(got.shape[0] - 1)
-    if not torch.equal(got_sorted[pos], want_keys):
-        raise RuntimeError(f"{who} upsample_conv: output coordinates are not the 8 children")
-    return got_order[pos]
-
-
 def _kernel_krsc(weight: torch.Tensor, k: int) -> torch.Tensor:
     """Our [k^3, C_in, C_out] (dz fastest) to spconv's [C_out, k, k, k, C_in], differentiably."""
     c_in, c_out = weight.shape[1], weight.shape[2]
@@ -176,6 +161,6 @@ class SpconvBackend(SparseBackend):
         # a tuple, never a bare Tensor: SparseTensor.index_select would call Tensor.index_select
         hit = x.cache.get(("spconv", "up2_rows"))
         if hit is None:
-            hit = (_rows_of(out_ids.long().to(children.device), children, x.num_voxels, "spconv"),)
+            hit = (self._children_rows(out_ids.long().to(children.device), children),)
             x.cache[("spconv", "up2_rows")] = hit
         return feats.index_select(0, hit[0].to(feats.device))

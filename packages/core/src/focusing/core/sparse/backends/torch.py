@@ -116,14 +116,18 @@ def build_kernel3_map(coords: torch.Tensor) -> KernelMap:
     return KernelMap(nbr, n)
 
 
-def kernel3_map(x: "SparseTensor") -> KernelMap:
-    """The cached submanifold map of x (built on first use)."""
-    key = ("kernel3",)
+def _cached_map(x: "SparseTensor", key: tuple, build):
+    """x.cache[key], built from x.coords by `build` on first use or after a device move."""
     m = x.cache.get(key)
     if m is None or m.nbr.device != x.coords.device:
-        m = build_kernel3_map(x.coords)
+        m = build(x.coords)
         x.cache[key] = m
     return m
+
+
+def kernel3_map(x: "SparseTensor") -> KernelMap:
+    """The cached submanifold map of x (built on first use)."""
+    return _cached_map(x, ("kernel3",), build_kernel3_map)
 
 
 class DownsampleMap:
@@ -149,12 +153,7 @@ class DownsampleMap:
 
 def downsample_map(x: "SparseTensor") -> DownsampleMap:
     """The cached stride-2 map of x (built on first use)."""
-    key = ("down2",)
-    m = x.cache.get(key)
-    if m is None or m.nbr.device != x.coords.device:
-        m = DownsampleMap(x.coords)
-        x.cache[key] = m
-    return m
+    return _cached_map(x, ("down2",), DownsampleMap)
 
 
 # ---------------------------------------------------------------------------- implicit GEMMs
