@@ -19,7 +19,7 @@ from focusing.core.plugins import (
     register_plugin,
     unregister_plugin,
 )
-from focusing.core.sparse.backends.base import SparseBackend
+from focusing.core.plugins.base import SparseBackend
 
 PACKAGES = ["focusing-core", "focusing-carving", "focusing-render", "focusing-flow", "focusing-eval"]
 
@@ -113,3 +113,45 @@ def test_plugins_table_prints_every_kind_column():
 
 def test_plain_plugin_base_is_available():
     assert Plugin.available() == (True, "")
+
+
+def test_backend_instances_live_on_the_registry_and_reset_forgets_them():
+    """get_backend caches on the registry: after a reset, a re-registered name is fresh."""
+    from focusing.core.sparse.nn import get_backend
+
+    class First(SparseBackend):
+        name = "reset-probe-backend"
+
+    class Second(SparseBackend):
+        name = "reset-probe-backend"
+
+    first = _plugin_module("reset_probe_first", First)
+    register_plugin(first)
+    try:
+        got = get_backend("reset-probe-backend")
+        assert type(got) is First and get_backend("reset-probe-backend") is got  # shared
+    finally:
+        unregister_plugin(first)
+    second = _plugin_module("reset_probe_second", Second)
+    register_plugin(second)
+    try:
+        assert type(get_backend("reset-probe-backend")) is Second
+    finally:
+        unregister_plugin(second)
+    with pytest.raises(UnknownPluginError):
+        get_backend("reset-probe-backend")
+
+
+def test_every_kind_has_one_base_class_and_hook_in_the_table():
+    """The table in plugins/base.py names each registry kind once, with its hook and base."""
+    from focusing.core.plugins import KINDS, PLUGIN_KINDS
+    from focusing.core.plugins.hookspecs import FocusingHookSpecs
+
+    assert list(KINDS) == [k.kind for k in PLUGIN_KINDS]
+    for k in PLUGIN_KINDS:
+        assert hasattr(FocusingHookSpecs, k.hook)
+        if k.base is None:
+            continue
+        assert issubclass(k.base, Plugin)
+        for entry in get_registry(k.kind).entries():
+            assert issubclass(entry.obj, k.base), (k.kind, entry.name)

@@ -48,3 +48,24 @@ def test_carve_stats_bad_mesh(tmp_path):
     out = run("carve-stats", str(bad), "--res", "8", "--views", "1", "--json")
     assert out.returncode != 0
     assert "broken.off" in out.stderr
+
+
+def test_carve_stats_json_is_strict_where_a_view_sees_nothing(tmp_path):
+    """Two tiny triangles in opposite corners of the box: the 4x4 orbit views see neither, so
+    every bound is empty and the ratios have no value; --json prints null, never bare NaN."""
+    corners = tmp_path / "corners.off"
+    corners.write_text(
+        "OFF\n6 2 0\n"
+        "-1 -1 -1\n-0.98 -1 -1\n-1 -0.98 -1\n"
+        "1 1 1\n0.98 1 1\n1 0.98 1\n"
+        "3 0 1 2\n3 3 4 5\n"
+    )
+    out = run("carve-stats", str(corners), "--res", "8", "--views", "2", "--image-size", "4", "--json")
+    assert out.returncode == 0, out.stderr
+    assert "NaN" not in out.stdout and "Infinity" not in out.stdout
+    data = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert data["records"] and all(r["bound"] == 0 for r in data["records"])
+    assert all(r["cost"] is None and r["recall"] is None for r in data["records"])
+    for row in data["summary"]:
+        assert row["cost_mean"] is None and row["recall_min"] is None
+        assert row["kept_mean"] >= 0  # the counts stay numbers

@@ -14,7 +14,7 @@ import pytest
 from focusing.core.plugins import get_registry
 from focusing.core.sparse.backends import minkowski as mink_mod
 from focusing.core.sparse.backends import spconv as spconv_mod
-from focusing.core.sparse.backends.base import SparseBackend
+from focusing.core.plugins.base import SparseBackend
 
 REPO = Path(__file__).resolve().parents[2]
 LIBS = {

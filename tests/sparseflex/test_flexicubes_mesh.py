@@ -15,7 +15,8 @@ from _sparseflex_helpers import boundary_points, edge_face_counts, real_mesh
 from scipy.spatial import cKDTree
 
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
-from focusing.core.sparseflex.field import field_from_mesh, mesh_signed_distance
+from focusing.core.geometry.distance import mesh_signed_distance
+from focusing.core.sparseflex.field import field_from_mesh
 from focusing.core.sparseflex.flexicubes import extract_mesh
 
 

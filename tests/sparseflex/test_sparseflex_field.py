@@ -11,6 +11,7 @@ import torch
 import trimesh
 from _sparseflex_helpers import real_mesh, sphere_sdf
 
+from focusing.core.geometry.distance import mesh_signed_distance
 from focusing.core.sparse.tensor import SparseTensor
 from focusing.core.sparseflex.field import (
     ALPHA_CHANNELS,
@@ -23,7 +24,6 @@ from focusing.core.sparseflex.field import (
     features_from_field,
     field_from_mesh,
     field_from_sdf,
-    mesh_signed_distance,
     sparseflex_from_features,
 )
 

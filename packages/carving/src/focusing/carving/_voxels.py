@@ -1,25 +1,23 @@
-"""Shared voxel geometry of the selectors: centres, keys, membership, dilation, camera tests.
+"""Shared voxel geometry of the selectors: input checks, membership, dilation, camera tests.
 
-Conventions (notes/helper-rules.md): at grid resolution R, voxel (i, j, k) spans
+The basics come from core: voxel centres (geometry.voxelize), coordinate lookups
+(sparse.hashing.CoordIndex), kernel offsets (sparse.kernels) and the camera projection
+(geometry.camera.Camera). Conventions: at grid resolution R, voxel (i, j, k) spans
 [-0.5 + i/R, -0.5 + (i+1)/R] per axis; view depth is -z_view; pixel (u, v) = (column, row).
 Selection works per shape: the voxels of one batch element (all rows share one batch index).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from focusing.core.geometry.camera import Camera
+from focusing.core.geometry.voxelize import voxel_centers
+from focusing.core.sparse.hashing import CoordIndex
+from focusing.core.sparse.kernels import KERNEL3_OFFSETS
 
 # Up to this resolution dilation uses a dense byte grid ((R+2)^3 bytes: 135 MB at 512).
 _DENSE_MAX_RES = 512
-
-# The 26 neighbour offsets plus (0, 0, 0), in a fixed order.
-OFFSETS_27 = torch.stack(
-    torch.meshgrid(*(torch.arange(-1, 2),) * 3, indexing="ij"), dim=-1
-).reshape(-1, 3)
 
 
 def shape_coords(voxels) -> tuple[torch.Tensor, int]:
@@ -47,60 +45,31 @@ def shape_coords(voxels) -> tuple[torch.Tensor, int]:
     return xyz, resolution
 
 
-def centres(xyz: torch.Tensor, resolution: int, dtype=torch.float64) -> torch.Tensor:
-    """World centres [N,3] of voxels xyz [N,3] at `resolution` (unit box [-0.5, 0.5]^3)."""
-    return (xyz.to(dtype) + 0.5) / resolution - 0.5
-
-
 def empty_index(device=None) -> torch.Tensor:
     """An empty long index [0]."""
     return torch.zeros(0, dtype=torch.long, device=device)
 
 
-def keys(xyz: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Integer keys [N] (long) of voxel coords xyz [N,3] in [0, R)^3 (row-major x, y, z)."""
-    r = int(resolution)
-    return (xyz[:, 0] * r + xyz[:, 1]) * r + xyz[:, 2]
+def voxel_index(xyz: torch.Tensor) -> CoordIndex:
+    """Core's coordinate index of one shape's voxels xyz [N,3] (rows are what lookups return)."""
+    return CoordIndex(torch.nn.functional.pad(xyz, (1, 0)))
 
 
-@dataclass
-class VoxelLookup:
-    """Membership of coords in a voxel set: sorted keys + searchsorted (no dense grid)."""
-
-    sorted_keys: torch.Tensor  # [N] long, ascending
-    order: torch.Tensor  # [N] long, row of each sorted key (None-like identity when sorted)
-    resolution: int
-
-    @classmethod
-    def build(cls, xyz: torch.Tensor, resolution: int) -> "VoxelLookup":
-        """Index the voxels xyz [N,3] (rows are the ids that `find` returns)."""
-        k = keys(xyz, resolution)
-        if k.numel() <= 1 or bool((k[1:] > k[:-1]).all()):
-            # Coords from dense grids and from SparseTensor constructors usually arrive sorted.
-            return cls(k, torch.arange(k.numel(), device=k.device), resolution)
-        sk, order = torch.sort(k)
-        return cls(sk, order, resolution)
-
-    def find(self, xyz: torch.Tensor) -> torch.Tensor:
-        """Row [M] (long) of each query voxel xyz [M,3], -1 where absent or off the grid."""
-        r = self.resolution
-        inside = ((xyz >= 0) & (xyz < r)).all(dim=1)
-        k = keys(xyz.clamp(0, r - 1), r)
-        if self.sorted_keys.numel() == 0:
-            return torch.full_like(k, -1)
-        pos = torch.searchsorted(self.sorted_keys, k).clamp(max=self.sorted_keys.numel() - 1)
-        hit = inside & (self.sorted_keys[pos] == k)
-        return torch.where(hit, self.order[pos], torch.full_like(pos, -1))
+def find_rows(index: CoordIndex, xyz: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Row [M] (long) of each query voxel xyz [M,3] in `index`, -1 where absent or off the grid."""
+    inside = ((xyz >= 0) & (xyz < resolution)).all(dim=1)
+    rows = index.lookup(torch.nn.functional.pad(xyz.clamp(0, resolution - 1), (1, 0)))
+    return torch.where(inside, rows, torch.full_like(rows, -1))
 
 
 def dilate_within(
-    lookup: VoxelLookup, xyz: torch.Tensor, seed_rows: torch.Tensor, offsets: torch.Tensor = None
+    xyz: torch.Tensor, resolution: int, seed_rows: torch.Tensor, offsets: torch.Tensor = None
 ) -> torch.Tensor:
-    """Rows [K'] (sorted, unique) of the voxels within a 3x3x3 (or `offsets`) neighbourhood of
-    the seed rows [K] of xyz [N,3], restricted to the set `lookup` indexes (the same xyz)."""
+    """Rows [K'] (sorted, unique) of the voxels of xyz [N,3] within a 3x3x3 (or `offsets`)
+    neighbourhood of its seed rows [K]."""
     if seed_rows.numel() == 0:
         return empty_index(xyz.device)
-    r = lookup.resolution
+    r = int(resolution)
     if offsets is None and r <= _DENSE_MAX_RES:
         # A dense occupancy grid dilated by three separable 1D maxima costs O(R^3) byte ops,
         # far less than 27 hash lookups per seed at high resolution.
@@ -117,16 +86,15 @@ def dilate_within(
             grid = g
         a = xyz + 1
         return grid[a[:, 0], a[:, 1], a[:, 2]].nonzero().squeeze(1)
-    offsets = (OFFSETS_27 if offsets is None else offsets).to(xyz.device)
+    offsets = (KERNEL3_OFFSETS if offsets is None else offsets).to(xyz.device)
     seeds = xyz[seed_rows]
     neigh = (seeds[:, None, :] + offsets[None, :, :]).reshape(-1, 3)
-    rows = lookup.find(neigh)
-    return torch.unique(rows[rows >= 0])
+    return rows_of(neigh, xyz, r)
 
 
-def rows_of(xyz_query: torch.Tensor, lookup: VoxelLookup) -> torch.Tensor:
-    """Sorted unique rows [K] of the query voxels [M,3] that are in the indexed set."""
-    rows = lookup.find(xyz_query)
+def rows_of(xyz_query: torch.Tensor, xyz: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Sorted unique rows [K] of xyz [N,3] that the query voxels [M,3] name."""
+    rows = find_rows(voxel_index(xyz), xyz_query, resolution)
     return torch.unique(rows[rows >= 0])
 
 
@@ -167,7 +135,7 @@ def cubes_in_frustum(camera: Camera, xyz: torch.Tensor, resolution: int) -> torc
         return torch.zeros(0, dtype=torch.bool, device=xyz.device)
     dev = xyz.device
     half = 0.5 / resolution
-    c = centres(xyz, resolution)
+    c = voxel_centers(xyz, resolution, torch.float64)
     planes = frustum_planes(camera).to(dev)
     # Box vs plane: signed distance of the centre against the box's support radius.
     dist = c @ planes[:, :3].T + planes[:, 3]  # [N,6]
@@ -195,27 +163,10 @@ def cubes_in_frustum(camera: Camera, xyz: torch.Tensor, resolution: int) -> torc
     return keep
 
 
-def to_clip(camera: Camera, points: torch.Tensor) -> torch.Tensor:
-    """World points [N,3] (float64) to homogeneous clip coordinates [N,4]."""
-    m = camera.full_matrix.to(points)
-    return points @ m[:, :3].T + m[:, 3]
-
-
-def project_points(camera: Camera, points: torch.Tensor):
-    """World points [N,3] -> (pixels [N,2] as (u=column, v=row), view depth [N], NDC [N,3])."""
-    clip = to_clip(camera, points)
-    ndc = clip[:, :3] / clip[:, 3:4]
-    u = (ndc[:, 0] + 1.0) * 0.5 * camera.width
-    v = (1.0 - ndc[:, 1]) * 0.5 * camera.height
-    wv = camera.world_to_view.to(points)
-    depth = -(points @ wv[2, :3] + wv[2, 3])
-    return torch.stack([u, v], dim=-1), depth, ndc
-
-
 def project_centres(camera: Camera, xyz: torch.Tensor, resolution: int):
     """Pixel columns, rows [N] (long, floor of the projection), view depths [N] (float64) of
     the voxel centres, and a mask [N] of those that land in front of the camera in the image."""
-    pix, depth, _ = project_points(camera, centres(xyz, resolution).to(xyz.device))
+    pix, depth = camera.project(voxel_centers(xyz, resolution, torch.float64).to(xyz.device))
     col = torch.floor(pix[:, 0])
     row = torch.floor(pix[:, 1])
     ok = (depth > 0) & (col >= 0) & (col < camera.width) & (row >= 0) & (row < camera.height)

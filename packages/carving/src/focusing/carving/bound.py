@@ -16,7 +16,7 @@ import torch
 
 from focusing.core.geometry.camera import Camera
 
-from focusing.carving._voxels import VoxelLookup, check_render, foreground, shape_coords
+from focusing.carving._voxels import check_render, find_rows, foreground, shape_coords, voxel_index
 
 
 @dataclass
@@ -59,7 +59,7 @@ def lower_bound(voxels, camera: Camera, ground_truth) -> Bound:
     if pts.shape[0] == 0:
         return Bound(torch.zeros(0, dtype=torch.long, device=xyz.device), 0)
     vox = torch.unique(point_voxels(pts, res), dim=0)
-    rows = VoxelLookup.build(xyz, res).find(vox)
+    rows = find_rows(voxel_index(xyz), vox, res)
     return Bound(torch.unique(rows[rows >= 0]), int((rows < 0).sum()))
 
 

@@ -12,7 +12,9 @@ def carve_stats(
     res: int = typer.Option(64, "--res", help="Voxel grid resolution R."),
     views: int = typer.Option(8, "--views", help="Random orbit views per mesh."),
     image_size: int = typer.Option(256, "--image-size", help="Square image size S (pixels)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON (summary and records)."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print strict JSON (summary and records; null where a view has no bound)."
+    ),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of the distributions."),
     alpha: float = typer.Option(0.5, "--alpha", help="far-plane visibility ratio."),
     active: str = typer.Option("dilated", "--active", help="Active set: 'dilated' or 'surface'."),
@@ -37,7 +39,7 @@ def carve_stats(
     if plot is not None:
         write_plot(stats, plot)
     if as_json:
-        typer.echo(json.dumps(stats.to_json(), indent=2))
+        typer.echo(json.dumps(stats.to_json(), indent=2, allow_nan=False))
     else:
         typer.echo(
             f"{len(meshes)} mesh(es) at {res}^3 ({active} active set: "

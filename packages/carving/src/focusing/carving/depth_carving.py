@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from focusing.core.selection import Selection, VoxelSelector
+from focusing.core.plugins.base import VoxelSelector
+from focusing.core.selection import Selection
 
 from focusing.carving._voxels import (
-    VoxelLookup,
     check_render,
     dilate_within,
     empty_index,
@@ -55,5 +55,5 @@ class DepthCarvingSelector(VoxelSelector):
         ok &= d <= depth_map[row, col] + r
         kept = ok.nonzero().squeeze(1)
         if self.dilate and kept.numel():
-            kept = dilate_within(VoxelLookup.build(xyz, res), xyz, kept)
+            kept = dilate_within(xyz, res, kept)
         return Selection(kept, camera, False)

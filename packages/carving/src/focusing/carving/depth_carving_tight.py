@@ -22,11 +22,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from focusing.core.selection import Selection, VoxelSelector
+from focusing.core.plugins.base import VoxelSelector
+from focusing.core.sparse.kernels import KERNEL3_OFFSETS
+from focusing.core.selection import Selection
 
 from focusing.carving._voxels import (
-    OFFSETS_27,
-    VoxelLookup,
     check_render,
     empty_index,
     foreground,
@@ -37,7 +37,7 @@ from focusing.carving._voxels import (
 from focusing.carving.bound import point_voxels, visible_points
 
 # Self, the 6 face neighbours and the 12 edge neighbours (corner neighbours share no edge).
-_OFFSETS_19 = OFFSETS_27[OFFSETS_27.abs().sum(dim=1) <= 2]
+_OFFSETS_19 = KERNEL3_OFFSETS[KERNEL3_OFFSETS.abs().sum(dim=1) <= 2]
 _CHUNK = 1 << 15  # pixels per vectorised batch (bounds the peak memory)
 
 
@@ -54,7 +54,7 @@ def support_voxels(
     pad = resolution + 4  # keys of coords in [-2, R + 2) stay unique
     # Adding an offset to a voxel adds its key offset (no wrap-around inside the padding).
     okey = (offs[:, 0] * pad + offs[:, 1]) * pad + offs[:, 2]
-    full = OFFSETS_27.to(dev)
+    full = KERNEL3_OFFSETS.to(dev)
     okey27 = (full[:, 0] * pad + full[:, 1]) * pad + full[:, 2]
     out = []
     for s in range(0, points.shape[0], _CHUNK):
@@ -161,7 +161,7 @@ class DepthCarvingTightSelector(VoxelSelector):
         edge = image_edges(ground_truth, res, self.crease_cos, self.edge_window)[fg].to(xyz.device)
         normals[edge] = 0.0
         cand = support_voxels(pts, normals, res, self.margin)
-        keep = rows_of(cand, VoxelLookup.build(xyz, res))
+        keep = rows_of(cand, xyz, res)
         if self.front:
             # Free space in front of the visible surface stays: a decoded surface there (a
             # floater) would show in the full render, so the loss must see it.

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from focusing.core.geometry.camera import Camera
-from focusing.core.selection import Selection, VoxelSelector
+from focusing.core.geometry.voxelize import voxel_centers
+from focusing.core.plugins.base import VoxelSelector
+from focusing.core.selection import Selection
 
 from focusing.carving._voxels import (
-    centres,
     cubes_in_frustum,
     empty_index,
-    project_points,
     shape_coords,
 )
 
@@ -59,8 +59,7 @@ class FarPlaneSelector(VoxelSelector):
         rows = cubes_in_frustum(camera, xyz, res).nonzero().squeeze(1)
         if rows.numel() == 0:
             return Selection(empty_index(xyz.device), camera, False)
-        c = centres(xyz[rows], res)
-        depth = project_points(camera, c)[1]
+        depth = camera.project(voxel_centers(xyz[rows], res, torch.float64))[1]
         k = max(1, math.ceil(self.alpha * rows.numel()))
         cut = torch.kthvalue(depth.cpu(), k).values.item()
         keep = rows[depth <= cut]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from focusing.core.selection import Selection, VoxelSelector
+from focusing.core.plugins.base import VoxelSelector
+from focusing.core.selection import Selection
 
 from focusing.carving._voxels import cubes_in_frustum, shape_coords
 

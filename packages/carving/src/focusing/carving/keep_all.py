@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from focusing.core.selection import Selection, VoxelSelector
+from focusing.core.plugins.base import VoxelSelector
+from focusing.core.selection import Selection
 
 from focusing.carving._voxels import shape_coords
 

@@ -10,8 +10,7 @@ ground truth and the bound are recomputed for the zoomed view.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,8 @@ import numpy as np
 import torch
 
 from focusing.core.geometry.camera import orbit_cameras
+from focusing.core.io import atomic_path
+from focusing.core.sparse.tensor import SparseTensor
 
 from focusing.carving.bound import cost_and_recall, lower_bound
 
@@ -74,11 +75,11 @@ class CarveStats:
                     "kept_min": int(kept.min()),
                     "kept_max": int(kept.max()),
                     "bound_mean": float(bound.mean()),
-                    "cost_mean": float(np.nanmean(cost)),
-                    "cost_min": float(np.nanmin(cost)),
-                    "cost_max": float(np.nanmax(cost)),
-                    "recall_mean": float(np.nanmean(rec)),
-                    "recall_min": float(np.nanmin(rec)),
+                    "cost_mean": _finite_stat(np.mean, cost),
+                    "cost_min": _finite_stat(np.min, cost),
+                    "cost_max": _finite_stat(np.max, cost),
+                    "recall_mean": _finite_stat(np.mean, rec),
+                    "recall_min": _finite_stat(np.min, rec),
                     "of_all_mean": float(frac.mean()),
                     "ms_mean": float(ms.mean()),
                     "ms_max": float(ms.max()),
@@ -87,8 +88,9 @@ class CarveStats:
         return rows
 
     def to_json(self) -> dict:
-        """A JSON-friendly dict: settings, the summary and every record."""
-        return {
+        """A strict-JSON dict: settings, the summary and every record; a ratio that has no value
+        (a view whose lower bound is empty: nothing visible) is None, printed as null."""
+        return _nan_to_none({
             "resolution": self.resolution,
             "views": self.views,
             "image_size": self.image_size,
@@ -96,7 +98,24 @@ class CarveStats:
             "active_counts": self.active_counts,
             "summary": self.summary(),
             "records": [r.__dict__ for r in self.records],
-        }
+        })
+
+
+def _finite_stat(fn, values: np.ndarray) -> float:
+    """fn over the finite entries of values [K] (NaN marks a view without a bound), else NaN."""
+    finite = values[np.isfinite(values)]
+    return float(fn(finite)) if finite.size else float("nan")
+
+
+def _nan_to_none(obj):
+    """obj with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
 
 
 def active_voxels(mesh, resolution: int, active: str = "dilated"):
@@ -115,12 +134,6 @@ def active_voxels(mesh, resolution: int, active: str = "dilated"):
 
 def make_voxels(coords: torch.Tensor, resolution: int):
     """A SparseTensor of coords [N,4] with empty feats [N,0] (selectors read coords only)."""
-    try:
-        from focusing.core.sparse.tensor import SparseTensor
-    except ImportError:  # selectors only need .coords and .resolution
-        from types import SimpleNamespace
-
-        return SimpleNamespace(coords=coords, resolution=int(resolution))
     return SparseTensor(coords, torch.zeros(coords.shape[0], 0), int(resolution))
 
 
@@ -241,14 +254,9 @@ def write_plot(stats: CarveStats, path: Path) -> Path:
         f"{stats.views} views x {len(stats.active_counts)} meshes ({stats.active} active set)"
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path, make_parents=True) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -19,18 +19,17 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from focusing.core.selection import Selection, VoxelSelector
+from focusing.core.geometry.voxelize import voxel_centers
+from focusing.core.plugins.base import VoxelSelector
+from focusing.core.selection import Selection
 
 from focusing.carving._voxels import (
-    VoxelLookup,
     check_render,
     cubes_in_frustum,
     dilate_within,
     empty_index,
     foreground,
-    centres,
     project_centres,
-    project_points,
     shape_coords,
 )
 
@@ -40,7 +39,9 @@ _CORNERS = torch.tensor([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 
 def cube_ndc_bbox(camera, xyz: torch.Tensor, resolution: int) -> tuple[float, float, float, float]:
     """NDC box (xmin, xmax, ymin, ymax) of the projected cubes of voxels xyz [N,3] (in front)."""
     corners = (xyz[:, None, :] + _CORNERS.to(xyz.device)[None]).reshape(-1, 3)
-    _, depth, ndc = project_points(camera, corners.to(torch.float64) / resolution - 0.5)
+    points = corners.to(torch.float64) / resolution - 0.5
+    depth = camera.project(points)[1]
+    ndc = camera.project_ndc(points)
     ndc = ndc[depth > 0]
     return (
         float(ndc[:, 0].min()), float(ndc[:, 0].max()), float(ndc[:, 1].min()), float(ndc[:, 1].max())
@@ -75,15 +76,15 @@ class ZoomSelector(VoxelSelector):
         pool = cand[on_fg] if bool(on_fg.any()) else cand
         centre = pool[int(rng.integers(pool.numel()))]
         n = min(int(rng.integers(self.n_min, self.n_max + 1)), cand.numel())
-        pix = project_points(camera, centres(xyz[cand], res))[0]
+        pix = camera.project(voxel_centers(xyz[cand], res, torch.float64))[0]
         pix = pix.cpu().numpy()
         tree = cKDTree(pix)
-        c_pix = project_points(camera, centres(xyz[centre : centre + 1], res))[0]
+        c_pix = camera.project(voxel_centers(xyz[centre : centre + 1], res, torch.float64))[0]
         _, nearest = tree.query(c_pix.cpu().numpy()[0], k=n)
         crop = cand[torch.as_tensor(np.atleast_1d(nearest), device=xyz.device)]
         new_cam = camera.zoom(cube_ndc_bbox(camera, xyz[crop], res), s=self.s)
         if self.fill_view:
             seen = cubes_in_frustum(new_cam, xyz, res).nonzero().squeeze(1)
-            seen = dilate_within(VoxelLookup.build(xyz, res), xyz, seen)
+            seen = dilate_within(xyz, res, seen)
             crop = torch.cat([crop, seen])
         return Selection(torch.unique(crop), new_cam, True)

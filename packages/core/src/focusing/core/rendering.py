@@ -1,16 +1,18 @@
-"""The Renderer plugin kind and its output type (core owns the types; focusing-render the code)."""
+"""What a renderer returns, and the one rule that picks the default renderer of a device.
+
+The Renderer base class is in `focusing.core.plugins.base` (with every plugin kind); the
+renderers themselves are in focusing-render. The rule lives in core, not in focusing-render,
+so that every package (eval, the trainer) can ask it through the registry without importing
+focusing-render.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-from focusing.core.plugins.base import Plugin
-
-if TYPE_CHECKING:
-    from focusing.core.geometry.camera import Camera
+__all__ = ["RenderOutput", "RENDERER_PREFERENCE", "default_renderer_name"]
 
 
 @dataclass
@@ -35,11 +37,21 @@ class RenderOutput:
         )
 
 
-class Renderer(Plugin):
-    """Differentiable mesh renderer: gradients flow to vertex positions."""
+# Device type -> renderer names, fastest first (measured in benchmarks/bench_render.py):
+# embree (ray-cast visibility) on the CPU, nvdiffrast on CUDA; `torch` runs everywhere.
+RENDERER_PREFERENCE: dict[str, tuple[str, ...]] = {
+    "cpu": ("embree", "torch"),
+    "cuda": ("nvdiffrast", "torch"),
+}
 
-    def render(
-        self, vertices: torch.Tensor, faces: torch.Tensor, camera: "Camera | list[Camera]"
-    ) -> RenderOutput:
-        """Render vertices [V,3] (float, world) and faces [F,3] (long) with one camera or a list."""
-        raise NotImplementedError
+
+def default_renderer_name(device: "str | torch.device" = "cpu") -> str:
+    """The first registered and available renderer of RENDERER_PREFERENCE for `device`
+    (embree on the CPU, nvdiffrast on CUDA), else `torch`."""
+    from focusing.core.plugins import get_registry
+
+    registry = get_registry("renderer")
+    for name in RENDERER_PREFERENCE.get(torch.device(device).type, ()):
+        if name in registry and registry.entry(name).availability()[0]:
+            return name
+    return "torch"

@@ -1,21 +1,19 @@
-"""The VoxelSelector plugin kind (core owns the types; focusing-carving the selectors)."""
+"""What a voxel selector returns. The VoxelSelector base class is in `focusing.core.plugins.base`
+(with every plugin kind); the selectors themselves are in focusing-carving."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
-from focusing.core.plugins.base import Plugin
+from focusing.core.plugins.base import Stage
 
 if TYPE_CHECKING:
     from focusing.core.geometry.camera import Camera
-    from focusing.core.rendering import RenderOutput
-    from focusing.core.sparse.tensor import SparseTensor
 
-Stage = Literal["latent", "output"]
+__all__ = ["Selection", "Stage"]
 
 
 @dataclass
@@ -27,22 +25,3 @@ class Selection:
     index: torch.Tensor
     camera: "Camera"
     camera_changed: bool = False
-
-
-class VoxelSelector(Plugin):
-    """Chooses the voxels a training step decodes (latent stage) or meshes (output stage)."""
-
-    default_stage: ClassVar[Stage] = "latent"
-
-    def __init__(self, **params):
-        self.params = params
-
-    def select(
-        self,
-        voxels: "SparseTensor",
-        camera: "Camera",
-        ground_truth: "RenderOutput",
-        rng: np.random.Generator,
-    ) -> Selection:
-        """Return the indices of `voxels` to keep and the camera to render them with."""
-        raise NotImplementedError

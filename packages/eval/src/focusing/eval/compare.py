@@ -253,10 +253,6 @@ def _rss_mb() -> float:
     return current_rss_bytes() / 2**20
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2))
-
-
 def run_child_job(job: dict) -> dict:
     """Train one setup in this process and write its step history (JSON) to job['history']."""
     import resource
@@ -293,7 +289,7 @@ def run_child_job(job: dict) -> dict:
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "torch_threads": torch.get_num_threads(), "device": str(trainer.device),
     }
-    _write_json_atomic(Path(job["history"]), out)
+    write_text_atomic(Path(job["history"]), json.dumps(out, indent=2))
     return out
 
 
@@ -312,7 +308,7 @@ def launch_child(job: dict, job_file: Path, log_file: Path | None = None,
                  timeout_s: float | None = None) -> ChildResult:
     """Run `python -m focusing.eval.compare --child job_file`; the child's progress bars pass
     through to our stderr (and are kept in log_file when given); max RSS by os.wait4."""
-    _write_json_atomic(job_file, job)
+    write_text_atomic(job_file, json.dumps(job, indent=2))
     history_file = Path(job["history"])
     history_file.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "focusing.eval.compare", "--child", str(job_file)]

@@ -25,7 +25,7 @@ from focusing.core.geometry.camera import Camera, orbit_cameras
 from focusing.core.geometry.mesh import Mesh, load_mesh, normalize_mesh, save_mesh
 from focusing.core.geometry.tsdf import fuse_view_tsdf
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
-from focusing.core.rendering import RenderOutput
+from focusing.core.rendering import RenderOutput, default_renderer_name
 from focusing.core.sparseflex.field import (
     FEATURE_CHANNELS,
     corner_topology,
@@ -38,8 +38,6 @@ from focusing.core.train.memory import PeakMemory
 
 __all__ = ["FitConfig", "FitResult", "fit_mesh", "default_renderer", "init_features"]
 
-# Renderers in order of preference on the CPU (embree: ray-cast visibility, the fast one here).
-_CPU_PREFERENCE = ("embree", "torch")
 
 
 @dataclass
@@ -126,19 +124,8 @@ class FitResult:
 
 
 def default_renderer() -> str:
-    """Name of the fastest available CPU renderer (embree, else torch)."""
-    from focusing.core.plugins import get_registry
-
-    reg = get_registry("renderer")
-    for name in _CPU_PREFERENCE:
-        try:
-            cls = reg.get(name)
-        except Exception:
-            continue
-        ok, _ = cls.available()
-        if ok:
-            return name
-    raise RuntimeError(f"no CPU renderer available (tried {', '.join(_CPU_PREFERENCE)})")
+    """Name of the fastest available CPU renderer (the rule of focusing.core.rendering)."""
+    return default_renderer_name("cpu")
 
 
 def _renderer(name: str | None):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from focusing.core.io import write_bytes_atomic as _write_bytes_atomic
+from focusing.core.io import write_bytes_atomic
 
 QUALITY_KEYS = ("chamfer_l2", "chamfer_l1", "fscore", "precision", "recall",
                 "normal_consistency", "floor_chamfer_l2", "floor_fscore")
@@ -27,14 +27,9 @@ LOSS_PLOT_KEYS = ("total", "depth", "normal", "mask", "occupancy", "tsdf")
 
 # --------------------------------------------------------------------------------------------
 # files
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write bytes atomically, making the folder if needed (see focusing.core.io)."""
-    _write_bytes_atomic(path, data, make_parents=True)
-
-
 def write_json(path: Path, obj) -> None:
     """JSON (NaN/inf as null) written atomically."""
-    write_bytes_atomic(path, (json.dumps(_clean(obj), indent=2) + "\n").encode())
+    write_bytes_atomic(path, (json.dumps(_clean(obj), indent=2) + "\n").encode(), make_parents=True)
 
 
 def _clean(obj):
@@ -56,7 +51,7 @@ def save_figure(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    write_bytes_atomic(path, buf.getvalue(), make_parents=True)
 
 
 def machine_info() -> dict:
@@ -473,4 +468,4 @@ def render_markdown(rep: dict) -> str:
 def write_report(rep: dict, out: Path) -> None:
     """Write report.json then report.md (both atomically)."""
     write_json(out / "report.json", rep)
-    write_bytes_atomic(out / "report.md", render_markdown(rep).encode())
+    write_bytes_atomic(out / "report.md", render_markdown(rep).encode(), make_parents=True)

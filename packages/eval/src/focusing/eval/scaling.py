@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from focusing.core.io import write_bytes_atomic
+
 from focusing.eval.compare import (
     CompareError, flatten_overrides, launch_child, load_budget, log, parse_specs,
 )
@@ -179,7 +181,7 @@ def scaling_study(data: Path, setups: str, budget_name: str, out: Path, command:
     }
     plot_scaling(results, out / rep["plot"])
     report_mod.write_json(out / "scaling.json", rep)
-    report_mod.write_bytes_atomic(out / "scaling.md", scaling_markdown(rep).encode())
+    write_bytes_atomic(out / "scaling.md", scaling_markdown(rep).encode(), make_parents=True)
     log(f"wrote {out / 'scaling.md'} and {out / 'scaling.json'} ({rep['total_s']:.0f} s)")
     return rep
 

@@ -1,6 +1,15 @@
-"""The seams of the toolkit: hook specifications, plugin base classes and registries."""
+"""The seams of the toolkit: hook specifications, plugin base classes (base.py, with the table
+of kinds) and registries."""
 
-from focusing.core.plugins.base import Plugin
+from focusing.core.plugins.base import (
+    PLUGIN_KINDS,
+    Plugin,
+    PluginKind,
+    Renderer,
+    SparseBackend,
+    Upsampler,
+    VoxelSelector,
+)
 from focusing.core.plugins.hookspecs import hookimpl, hookspec
 from focusing.core.plugins.registry import (
     KINDS,
@@ -19,6 +28,12 @@ from focusing.core.plugins.registry import (
 
 __all__ = [
     "KINDS",
+    "PLUGIN_KINDS",
+    "PluginKind",
+    "Renderer",
+    "SparseBackend",
+    "Upsampler",
+    "VoxelSelector",
     "DuplicatePluginError",
     "Plugin",
     "PluginEntry",

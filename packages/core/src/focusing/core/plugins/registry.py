@@ -14,18 +14,11 @@ from typing import Any
 
 import pluggy
 
+from focusing.core.plugins.base import PLUGIN_KINDS
 from focusing.core.plugins.hookspecs import PROJECT, FocusingHookSpecs
 
-# kind -> hook name. The order is the order `focusing plugins` prints.
-KINDS: dict[str, str] = {
-    "sparse_backend": "focusing_sparse_backends",
-    "renderer": "focusing_renderers",
-    "voxel_selector": "focusing_voxel_selectors",
-    "upsampler": "focusing_upsamplers",
-    "image_encoder": "focusing_image_encoders",
-    "setup": "focusing_setups",
-    "command": "focusing_commands",
-}
+# kind -> hook name (from the table in plugins/base.py). The order is the order `focusing plugins` prints.
+KINDS: dict[str, str] = {k.kind: k.hook for k in PLUGIN_KINDS}
 
 
 class PluginError(LookupError):
@@ -92,6 +85,7 @@ class KindRegistry:
     def __init__(self, kind: str, entries: list[PluginEntry]):
         self.kind = kind
         self._entries: dict[str, PluginEntry] = {}
+        self._instances: dict[str, Any] = {}  # shared instances, dropped with the registry on reset()
         for entry in entries:
             if entry.name in self._entries:
                 first = self._entries[entry.name]
@@ -136,6 +130,15 @@ class KindRegistry:
             if not ok:
                 raise UnavailablePluginError(f"{self.kind} {name!r} is not available here: {why}")
         return entry.obj
+
+    def instance(self, name: str) -> Any:
+        """One shared instance of the class registered as `name` (built on first use, checked as
+        by `get`); `reset()` drops it together with this registry."""
+        obj = self._instances.get(name)
+        if obj is None:
+            obj = self.get(name)()
+            self._instances[name] = obj
+        return obj
 
 
 _lock = threading.Lock()

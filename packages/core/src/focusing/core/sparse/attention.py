@@ -124,20 +124,6 @@ def window_attention(
     return torch.cat(outs).index_select(0, part.inverse)
 
 
-def window_attention_reference(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, part: WindowPartition
-) -> torch.Tensor:
-    """The same attention as `window_attention` by a plain loop over windows (tests only); [N,H,d]."""
-    out = torch.zeros_like(q)
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    for j in range(part.num_windows):
-        rows = torch.nonzero(part.window_id == j).squeeze(1)
-        qq, kk, vv = (t[rows].transpose(0, 1) for t in (q, k, v))  # [H,L,d]
-        a = torch.softmax(qq @ kk.transpose(1, 2) * scale, dim=-1)
-        out[rows] = (a @ vv).transpose(0, 1)
-    return out
-
-
 class SparseWindowAttention(nn.Module):
     """Multi-head self-attention within (optionally shifted) 3D windows: [N,dim] -> [N,dim]."""
 

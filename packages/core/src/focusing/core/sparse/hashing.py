@@ -103,6 +103,3 @@ class CoordIndex:
     def lookup(self, coords: torch.Tensor) -> torch.Tensor:
         """Row index of each query coord [...,4] (spatial coords >= -2), -1 where absent."""
         return self.lookup_keys(pack(coords))
-
-
-CoordHash = CoordIndex  # the name the design notes use

@@ -1,29 +1,29 @@
 """torch.nn modules on SparseTensor: convolutions through a named sparse backend, and feature-wise
-helpers (linear, LayerNorm, GELU, residual block) that a sparse VAE stacks.
+helpers (linear, LayerNorm, GELU) that a sparse VAE stacks.
 
-Parameters use the shared layout of `focusing.core.sparse.backends.base` ([K, C_in, C_out]), so
+Parameters use the shared layout of the SparseBackend kind (`focusing.core.plugins.base`,
+[K, C_in, C_out]), so
 swapping the backend of a trained model is a string: `module.backend = "spconv"` or
 `set_backend(model, "spconv")`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 from torch import nn
 
-from focusing.core.sparse.backends.base import SparseBackend
+from focusing.core.plugins.base import SparseBackend
 from focusing.core.sparse.tensor import SparseTensor
 
 
-@functools.lru_cache(maxsize=None)
 def get_backend(name: str) -> SparseBackend:
-    """The sparse backend instance registered under `name` (raises the registry's error if unknown)."""
+    """The shared sparse backend instance registered under `name`, cached on the registry (so
+    `plugins.reset()` forgets it); raises the registry's error if unknown or unavailable."""
     from focusing.core.plugins import get_registry
 
-    return get_registry("sparse_backend").get(name)()
+    return get_registry("sparse_backend").instance(name)
 
 
 def _check_input(x: SparseTensor, channels: int, what: str) -> None:
@@ -123,33 +123,3 @@ class SparseGELU(nn.GELU):
     def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
         """Apply GELU to every feature."""
         return x.replace(super().forward(x.feats))
-
-
-class SparseSiLU(nn.SiLU):
-    """SiLU on the feats: [N,C] -> [N,C]."""
-
-    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
-        """Apply SiLU to every feature."""
-        return x.replace(super().forward(x.feats))
-
-
-class SparseResBlock(nn.Module):
-    """Pre-norm residual block: x + conv(gelu(ln(conv(gelu(ln(x)))))) with submanifold convs
-    (a 1x1 linear skip when the widths differ); [N,C_in] -> [N,C_out]."""
-
-    def __init__(self, c_in: int, c_out: int | None = None, backend: str = "torch") -> None:
-        super().__init__()
-        c_out = c_in if c_out is None else c_out
-        self.norm1 = SparseLayerNorm(c_in)
-        self.conv1 = SubMConv3d(c_in, c_out, backend=backend)
-        self.norm2 = SparseLayerNorm(c_out)
-        self.conv2 = SubMConv3d(c_out, c_out, backend=backend)
-        self.act = SparseGELU()
-        self.skip = SparseLinear(c_in, c_out) if c_in != c_out else None
-
-    def forward(self, x: SparseTensor) -> SparseTensor:
-        """The residual update of x (same coords)."""
-        h = self.conv1(self.act(self.norm1(x)))
-        h = self.conv2(self.act(self.norm2(h)))
-        skip = x.feats if self.skip is None else self.skip(x).feats
-        return h.replace(h.feats + skip)

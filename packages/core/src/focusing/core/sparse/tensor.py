@@ -16,12 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from focusing.core.sparse import hashing
-
-
-def _kernel3_offsets() -> torch.Tensor:
-    from focusing.core.sparse.backends.base import KERNEL3_OFFSETS
-
-    return KERNEL3_OFFSETS
+from focusing.core.sparse.kernels import KERNEL2_OFFSETS, KERNEL3_OFFSETS
 
 
 class SparseTensor:
@@ -190,7 +185,7 @@ class SparseTensor:
         """3x3x3 dilation within [0, R)^3: coords sorted by (b, x, y, z); old voxels keep their
         feats, new ones get zeros; [M,C] with M >= N."""
         r = self.resolution
-        offs = _kernel3_offsets().to(self.coords.device)
+        offs = KERNEL3_OFFSETS.to(self.coords.device)
         pieces = []
         # N * 27 candidates at once would be 27x the input: dedupe chunk by chunk
         for chunk in torch.split(self.coords, 1 << 17):
@@ -209,8 +204,6 @@ class SparseTensor:
 
     def child_coords(self) -> torch.Tensor:
         """Coords [8N,4] of every voxel's 8 children at 2R, rows 8 i + o (KERNEL2_OFFSETS order)."""
-        from focusing.core.sparse.backends.base import KERNEL2_OFFSETS
-
         offs = KERNEL2_OFFSETS.to(self.coords.device)
         children = self.coords.repeat_interleave(8, dim=0)
         children[:, 1:] = children[:, 1:] * 2 + offs.repeat(self.num_voxels, 1)

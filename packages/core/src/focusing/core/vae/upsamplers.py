@@ -1,4 +1,4 @@
-"""The Upsampler plugin kind and core's two upsamplers.
+"""Core's two upsamplers (the Upsampler base class is in `focusing.core.plugins.base`).
 
 - `self-pruning` (TripoSF/Focusing): subdivide by a generative transposed conv, refine with a
   submanifold conv, and predict each child's occupancy; L_occ trains the head against the
@@ -10,12 +10,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
 
-from focusing.core.plugins.base import Plugin
+from focusing.core.plugins.base import Upsampler
 from focusing.core.sparse.hashing import CoordIndex
 from focusing.core.sparse.nn import SparseUpsample, SubMConv3d
 from focusing.core.sparse.tensor import SparseTensor
@@ -30,10 +29,9 @@ class UpsampleOutput:
     target: torch.Tensor | None = None
 
 
-class Upsampler(nn.Module, Plugin):
-    """2x sparse upsampling module: SparseTensor at R -> SparseTensor at 2R."""
-
-    has_occupancy: ClassVar[bool] = False
+class RefiningUpsampler(Upsampler):
+    """Shared body of core's upsamplers: subdivide (transposed conv), LayerNorm, GELU, and a
+    residual submanifold conv; [N,C_in] at R -> [8N,C_out] at 2R."""
 
     def __init__(self, c_in: int, c_out: int, backend: str = "torch", train_prune: str = "none"):
         super().__init__()
@@ -66,17 +64,16 @@ class Upsampler(nn.Module, Plugin):
         return UpsampleOutput(y, None, t)
 
 
-class SubdivideUpsampler(Upsampler):
+class SubdivideUpsampler(RefiningUpsampler):
     """Subdivide and refine; every child is kept (the control)."""
 
     name = "subdivide"
 
 
-class SelfPruningUpsampler(Upsampler):
+class SelfPruningUpsampler(RefiningUpsampler):
     """Subdivide, refine, predict occupancy; prune by it at inference only."""
 
     name = "self-pruning"
-    has_occupancy = True
 
     def __init__(self, c_in: int, c_out: int, backend: str = "torch", train_prune: str = "none"):
         super().__init__(c_in, c_out, backend, train_prune)

@@ -14,7 +14,7 @@ tests/sparse_backends):
 - the upsampling is MinkowskiEngine's generative transposed conv: our voxels enter at
   tensor stride 2 (coordinates doubled) and every one yields its 8 children 2 p + o.
 
-Python >= 3.10 removed `collections.Sequence` and friends, which the 0.5.4 sources import:
+Python 3.10 removed `collections.Sequence` and friends, which the 0.5.4 sources import:
 the names are put back (from collections.abc) before MinkowskiEngine is imported. The import
 happens on first use, never at import of this module, so the registry can list the backend
 without MinkowskiEngine installed.
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from focusing.core.sparse import hashing
-from focusing.core.sparse.backends.base import SparseBackend
+from focusing.core.plugins.base import SparseBackend
 
 if TYPE_CHECKING:
     from focusing.core.sparse.tensor import SparseTensor
@@ -74,47 +74,6 @@ def _me() -> SimpleNamespace:
         conv_t=ME.MinkowskiConvolutionTransposeFunction,
         mode=ConvolutionMode.DEFAULT,
     )
-
-
-def _check(x: "SparseTensor", weight: torch.Tensor, kernel_volume: int, what: str) -> None:
-    """Raise a ValueError naming the fault when x and weight do not fit together."""
-    if weight.ndim != 3 or weight.shape[0] != kernel_volume:
-        raise ValueError(
-            f"minkowski {what}: weight must be [{kernel_volume}, C_in, C_out], "
-            f"got {tuple(weight.shape)}"
-        )
-    if x.feats.ndim != 2 or x.feats.shape[1] != weight.shape[1]:
-        raise ValueError(
-            f"minkowski {what}: feats {tuple(x.feats.shape)} do not match C_in={weight.shape[1]}"
-        )
-    if x.feats.dtype != weight.dtype:
-        raise ValueError(
-            f"minkowski {what}: feats {x.feats.dtype} and weight {weight.dtype} differ"
-        )
-    if x.coords.shape[0] != x.feats.shape[0]:
-        raise ValueError(
-            f"minkowski {what}: {x.coords.shape[0]} coords for {x.feats.shape[0]} feature rows"
-        )
-
-
-def _rows_of(got: torch.Tensor, want: torch.Tensor, n: int) -> torch.Tensor:
-    """rows [M] with got[rows] == want, for coords got/want [M,4] that hold the same set."""
-    if got.shape[0] != want.shape[0]:
-        raise RuntimeError(
-            f"minkowski upsample_conv produced {got.shape[0]} voxels for {n} inputs "
-            f"(expected {want.shape[0]})"
-        )
-    got_sorted, got_order = torch.sort(hashing.pack(got))
-    want_keys = hashing.pack(want)
-    pos = torch.searchsorted(got_sorted, want_keys).clamp_max(got.shape[0] - 1)
-    if not torch.equal(got_sorted[pos], want_keys):
-        raise RuntimeError("minkowski upsample_conv: output coordinates are not the 8 children")
-    return got_order[pos]
-
-
-def _bias(feats: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Add the [C_out] bias after the library call, keeping it in the graph."""
-    return feats if bias is None else feats + bias
 
 
 class MinkowskiBackend(SparseBackend):
@@ -164,13 +123,8 @@ class MinkowskiBackend(SparseBackend):
             x.cache[cache_key] = hit
         return hit
 
-    def submanifold_conv(
-        self, x: "SparseTensor", weight: torch.Tensor, bias: torch.Tensor | None = None
-    ) -> "SparseTensor":
+    def _submanifold(self, x: "SparseTensor", weight: torch.Tensor) -> torch.Tensor:
         """Kernel-3 submanifold conv, rows in x's order; feats [N,C_in] -> [N,C_out]."""
-        _check(x, weight, 27, "submanifold_conv")
-        if x.coords.shape[0] == 0:
-            return x.replace(_bias(x.feats @ weight[13], bias))
         me = _me()
         manager, key, unique_map, inverse_map = self._map(x, 1)
         kgen = me.KernelGenerator(kernel_size=3, stride=1, dilation=1, dimension=3)
@@ -179,21 +133,10 @@ class MinkowskiBackend(SparseBackend):
         out = me.conv.apply(
             x.feats.index_select(0, unique_map), kernel, kgen, me.mode, key, key, manager
         )
-        return x.replace(_bias(out.index_select(0, inverse_map), bias))
+        return out.index_select(0, inverse_map)
 
-    def downsample_conv(
-        self, x: "SparseTensor", weight: torch.Tensor, bias: torch.Tensor | None = None
-    ) -> "SparseTensor":
-        """Kernel-2 stride-2 conv to parents sorted by (b, x, y, z); [M,C_out] at R // 2."""
-        from focusing.core.sparse.tensor import SparseTensor
-
-        _check(x, weight, 8, "downsample_conv")
-        out_res = x.resolution // 2
-        if x.coords.shape[0] == 0:
-            return SparseTensor(
-                x.coords.new_zeros((0, 4)), _bias(x.feats @ weight[0], bias), out_res,
-                batch_size=x.batch_size,
-            )  # fmt: skip
+    def _downsample(self, x: "SparseTensor", weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kernel-2 stride-2 conv: parents [M,4] sorted by (b, x, y, z) and feats [M,C_out]."""
         me = _me()
         manager, key, unique_map, _ = self._map(x, 1)
         kgen = me.KernelGenerator(kernel_size=2, stride=2, dilation=1, dimension=3)
@@ -212,24 +155,10 @@ class MinkowskiBackend(SparseBackend):
             hit = (out_key, parents[order], order.to(out.device))
             x.cache[("minkowski", "down2")] = hit
         _, parents, order = hit
-        return SparseTensor(
-            parents, _bias(out.index_select(0, order), bias), out_res, batch_size=x.batch_size
-        )
+        return parents, out.index_select(0, order)
 
-    def upsample_conv(
-        self, x: "SparseTensor", weight: torch.Tensor, bias: torch.Tensor | None = None
-    ) -> "SparseTensor":
-        """Generative transposed conv: voxel i to children at rows 8 i + o; [8N,C_out] at 2R."""
-        from focusing.core.sparse.tensor import SparseTensor
-
-        _check(x, weight, 8, "upsample_conv")
-        out_res = x.resolution * 2
-        n = x.coords.shape[0]
-        children = x.child_coords()
-        if n == 0:
-            return SparseTensor(
-                children, _bias(x.feats @ weight[0], bias), out_res, batch_size=x.batch_size
-            )
+    def _upsample(self, x: "SparseTensor", weight: torch.Tensor, children: torch.Tensor) -> torch.Tensor:
+        """Generative transposed conv: feats [8N,C_out] of the children at rows 8 i + o."""
         me = _me()
         # our grid is MinkowskiEngine's tensor stride 2 of the output grid
         manager, key, unique_map, _ = self._map(x, 2)
@@ -246,8 +175,6 @@ class MinkowskiBackend(SparseBackend):
         )  # fmt: skip
         if hit is None:
             got = manager.get_coordinates(out_key).long().to(children.device)
-            hit = (out_key, _rows_of(got, children, n).to(out.device))
+            hit = (out_key, self._children_rows(got, children).to(out.device))
             x.cache[("minkowski", "up2")] = hit
-        return SparseTensor(
-            children, _bias(out.index_select(0, hit[1]), bias), out_res, batch_size=x.batch_size
-        )
+        return out.index_select(0, hit[1])

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from focusing.core.sparse import hashing
-from focusing.core.sparse.backends.base import SparseBackend
+from focusing.core.plugins.base import SparseBackend
 
 if TYPE_CHECKING:
     from focusing.core.sparse.tensor import SparseTensor
@@ -81,45 +81,6 @@ def _spconv() -> tuple[Any, Any, Any]:
     return ops, fsp, ConvAlgo
 
 
-def _check(x: "SparseTensor", weight: torch.Tensor, kernel_volume: int, what: str) -> None:
-    """Raise a ValueError naming the fault when x and weight do not fit together."""
-    if weight.ndim != 3 or weight.shape[0] != kernel_volume:
-        raise ValueError(
-            f"spconv {what}: weight must be [{kernel_volume}, C_in, C_out], "
-            f"got {tuple(weight.shape)}"
-        )
-    if x.feats.ndim != 2 or x.feats.shape[1] != weight.shape[1]:
-        raise ValueError(
-            f"spconv {what}: feats {tuple(x.feats.shape)} do not match C_in={weight.shape[1]}"
-        )
-    if x.feats.dtype != weight.dtype:
-        raise ValueError(f"spconv {what}: feats {x.feats.dtype} and weight {weight.dtype} differ")
-    if x.coords.shape[0] != x.feats.shape[0]:
-        raise ValueError(
-            f"spconv {what}: {x.coords.shape[0]} coords for {x.feats.shape[0]} feature rows"
-        )
-
-
-def _rows_of(got: torch.Tensor, want: torch.Tensor, n: int, who: str) -> torch.Tensor:
-    """rows [M] with got[rows] == want, for coords got/want [M,4] that hold the same set."""
-    if got.shape[0] != want.shape[0]:
-        raise RuntimeError(
-            f"{who} upsample_conv produced {got.shape[0]} voxels for {n} inputs "
-            f"(expected {want.shape[0]}): duplicate input coordinates?"
-        )
-    got_sorted, got_order = torch.sort(hashing.pack(got))
-    want_keys = hashing.pack(want)
-    pos = torch.searchsorted(got_sorted, want_keys).clamp_max(got.shape[0] - 1)
-    if not torch.equal(got_sorted[pos], want_keys):
-        raise RuntimeError(f"{who} upsample_conv: output coordinates are not the 8 children")
-    return got_order[pos]
-
-
-def _bias(feats: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Add the [C_out] bias (spconv's CPU path takes none), keeping it in the graph."""
-    return feats if bias is None else feats + bias
-
-
 def _kernel_krsc(weight: torch.Tensor, k: int) -> torch.Tensor:
     """Our [k^3, C_in, C_out] (dz fastest) to spconv's [C_out, k, k, k, C_in], differentiably."""
     c_in, c_out = weight.shape[1], weight.shape[2]
@@ -165,35 +126,18 @@ class SpconvBackend(SparseBackend):
             x.cache[key] = hit
         return hit
 
-    def submanifold_conv(
-        self, x: "SparseTensor", weight: torch.Tensor, bias: torch.Tensor | None = None
-    ) -> "SparseTensor":
+    def _submanifold(self, x: "SparseTensor", weight: torch.Tensor) -> torch.Tensor:
         """Kernel-3 submanifold conv, rows in x's order; feats [N,C_in] -> [N,C_out]."""
-        _check(x, weight, 27, "submanifold_conv")
-        n = x.coords.shape[0]
-        if n == 0:
-            return x.replace(_bias(x.feats @ weight[13], bias))
         _, fsp, algo = _spconv()
         _, pairs, pair_num = self._pairs(x, "subm3")
         # submanifold output indices are the input's, row for row
-        feats = fsp.indice_subm_conv(
-            x.feats.contiguous(), _kernel_krsc(weight, 3), pairs, pair_num, n, algo.Native
-        )
-        return x.replace(_bias(feats, bias))
+        return fsp.indice_subm_conv(
+            x.feats.contiguous(), _kernel_krsc(weight, 3), pairs, pair_num, x.num_voxels,
+            algo.Native,
+        )  # fmt: skip
 
-    def downsample_conv(
-        self, x: "SparseTensor", weight: torch.Tensor, bias: torch.Tensor | None = None
-    ) -> "SparseTensor":
-        """Kernel-2 stride-2 conv to parents sorted by (b, x, y, z); [M,C_out] at R // 2."""
-        from focusing.core.sparse.tensor import SparseTensor
-
-        _check(x, weight, 8, "downsample_conv")
-        out_res = x.resolution // 2
-        if x.coords.shape[0] == 0:
-            return SparseTensor(
-                x.coords.new_zeros((0, 4)), _bias(x.feats @ weight[0], bias), out_res,
-                batch_size=x.batch_size,
-            )  # fmt: skip
+    def _downsample(self, x: "SparseTensor", weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kernel-2 stride-2 conv: parents [M,4] sorted by (b, x, y, z) and feats [M,C_out]."""
         _, fsp, algo = _spconv()
         out_ids, pairs, pair_num = self._pairs(x, "down2")
         feats = fsp.indice_conv(
@@ -202,27 +146,10 @@ class SpconvBackend(SparseBackend):
         )  # fmt: skip
         out_coords = out_ids.long().to(x.coords.device)
         order = torch.argsort(hashing.pack(out_coords))
-        return SparseTensor(
-            out_coords[order],
-            _bias(feats.index_select(0, order.to(feats.device)), bias),
-            out_res,
-            batch_size=x.batch_size,
-        )
+        return out_coords[order], feats.index_select(0, order.to(feats.device))
 
-    def upsample_conv(
-        self, x: "SparseTensor", weight: torch.Tensor, bias: torch.Tensor | None = None
-    ) -> "SparseTensor":
-        """Generative transposed conv: voxel i to children at rows 8 i + o; [8N,C_out] at 2R."""
-        from focusing.core.sparse.tensor import SparseTensor
-
-        _check(x, weight, 8, "upsample_conv")
-        out_res = x.resolution * 2
-        n = x.coords.shape[0]
-        children = x.child_coords()
-        if n == 0:
-            return SparseTensor(
-                children, _bias(x.feats @ weight[0], bias), out_res, batch_size=x.batch_size
-            )
+    def _upsample(self, x: "SparseTensor", weight: torch.Tensor, children: torch.Tensor) -> torch.Tensor:
+        """Generative transposed conv: feats [8N,C_out] of the children at rows 8 i + o."""
         _, fsp, algo = _spconv()
         # spconv's stride-2 transposed conv writes child 2 p + o of every input p; children of
         # distinct parents are distinct, so its output set is exactly the 8 N children.
@@ -234,12 +161,6 @@ class SpconvBackend(SparseBackend):
         # a tuple, never a bare Tensor: SparseTensor.index_select would call Tensor.index_select
         hit = x.cache.get(("spconv", "up2_rows"))
         if hit is None:
-            hit = (_rows_of(out_ids.long().to(children.device), children, n, "spconv"),)
+            hit = (self._children_rows(out_ids.long().to(children.device), children),)
             x.cache[("spconv", "up2_rows")] = hit
-        rows = hit[0]
-        return SparseTensor(
-            children,
-            _bias(feats.index_select(0, rows.to(feats.device)), bias),
-            out_res,
-            batch_size=x.batch_size,
-        )
+        return feats.index_select(0, hit[0].to(feats.device))

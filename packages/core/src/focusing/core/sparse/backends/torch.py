@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from focusing.core.sparse import hashing
-from focusing.core.sparse.backends.base import KERNEL2_OFFSETS, SparseBackend
+from focusing.core.plugins.base import SparseBackend
 
 if TYPE_CHECKING:
     from focusing.core.sparse.tensor import SparseTensor
@@ -49,11 +49,6 @@ class KernelMap:
     def __init__(self, nbr: torch.Tensor, n_in: int) -> None:
         self.nbr = nbr
         self.n_in = n_in
-
-    @property
-    def num_pairs(self) -> int:
-        """Number of (offset, output) pairs that read a real input row."""
-        return int((self.nbr < self.n_in).sum())
 
     def index_select(self, idx: torch.Tensor, new_row: torch.Tensor) -> "KernelMap":
         """The map of the subset rows idx [M'] of a submanifold map (new_row [N]: old -> new or -1)."""
@@ -121,14 +116,18 @@ def build_kernel3_map(coords: torch.Tensor) -> KernelMap:
     return KernelMap(nbr, n)
 
 
-def kernel3_map(x: "SparseTensor") -> KernelMap:
-    """The cached submanifold map of x (built on first use)."""
-    key = ("kernel3",)
+def _cached_map(x: "SparseTensor", key: tuple, build):
+    """x.cache[key], built from x.coords by `build` on first use or after a device move."""
     m = x.cache.get(key)
     if m is None or m.nbr.device != x.coords.device:
-        m = build_kernel3_map(x.coords)
+        m = build(x.coords)
         x.cache[key] = m
     return m
+
+
+def kernel3_map(x: "SparseTensor") -> KernelMap:
+    """The cached submanifold map of x (built on first use)."""
+    return _cached_map(x, ("kernel3",), build_kernel3_map)
 
 
 class DownsampleMap:
@@ -154,12 +153,7 @@ class DownsampleMap:
 
 def downsample_map(x: "SparseTensor") -> DownsampleMap:
     """The cached stride-2 map of x (built on first use)."""
-    key = ("down2",)
-    m = x.cache.get(key)
-    if m is None or m.nbr.device != x.coords.device:
-        m = DownsampleMap(x.coords)
-        x.cache[key] = m
-    return m
+    return _cached_map(x, ("down2",), DownsampleMap)
 
 
 # ---------------------------------------------------------------------------- implicit GEMMs
@@ -263,24 +257,6 @@ class _DownsampleConv(torch.autograd.Function):
         return gx, gw, None, None, None
 
 
-def _check(x: "SparseTensor", weight: torch.Tensor, kernel_volume: int, what: str) -> None:
-    """Raise a ValueError naming the fault when x and weight do not fit together."""
-    if weight.ndim != 3 or weight.shape[0] != kernel_volume:
-        raise ValueError(
-            f"torch {what}: weight must be [{kernel_volume}, C_in, C_out], got {tuple(weight.shape)}"
-        )
-    if x.feats.shape[1] != weight.shape[1]:
-        raise ValueError(
-            f"torch {what}: feats {tuple(x.feats.shape)} do not match C_in={weight.shape[1]}"
-        )
-    if x.feats.dtype != weight.dtype:
-        raise ValueError(f"torch {what}: feats {x.feats.dtype} and weight {weight.dtype} differ")
-
-
-def _bias(feats: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return feats if bias is None else feats + bias
-
-
 class TorchBackend(SparseBackend):
     """Pure-PyTorch sparse convolutions: hashed kernel maps cached on the tensor, implicit GEMM."""
 
@@ -291,42 +267,21 @@ class TorchBackend(SparseBackend):
         """Always available (pure PyTorch)."""
         return True, ""
 
-    def submanifold_conv(
-        self, x: "SparseTensor", weight: torch.Tensor, bias: torch.Tensor | None = None
-    ) -> "SparseTensor":
+    def _submanifold(self, x: "SparseTensor", weight: torch.Tensor) -> torch.Tensor:
         """Kernel-3 submanifold conv, rows in x's order; feats [N,C_in] -> [N,C_out]."""
-        _check(x, weight, 27, "submanifold_conv")
         kmap = kernel3_map(x)
-        feats = _SubmanifoldConv.apply(x.feats.contiguous(), weight, kmap.nbr)
-        return x.replace(_bias(feats, bias))
+        return _SubmanifoldConv.apply(x.feats.contiguous(), weight, kmap.nbr)
 
-    def downsample_conv(
-        self, x: "SparseTensor", weight: torch.Tensor, bias: torch.Tensor | None = None
-    ) -> "SparseTensor":
-        """Kernel-2 stride-2 conv to parents sorted by (b, x, y, z); [M,C_out] at resolution // 2."""
-        from focusing.core.sparse.tensor import SparseTensor
-
-        _check(x, weight, 8, "downsample_conv")
+    def _downsample(self, x: "SparseTensor", weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kernel-2 stride-2 conv: parents [M,4] sorted by (b, x, y, z) and feats [M,C_out]."""
         dmap = downsample_map(x)
         feats = _DownsampleConv.apply(
             x.feats.contiguous(), weight, dmap.nbr, dmap.parent, dmap.offset
         )
-        return SparseTensor(
-            dmap.coords, _bias(feats, bias), max(1, x.resolution // 2), x._batch_size
-        )
+        return dmap.coords, feats
 
-    def upsample_conv(
-        self, x: "SparseTensor", weight: torch.Tensor, bias: torch.Tensor | None = None
-    ) -> "SparseTensor":
-        """Generative transposed conv: voxel i to children at rows 8 i + o; [8N,C_out] at 2R."""
-        from focusing.core.sparse.tensor import SparseTensor
-
-        _check(x, weight, 8, "upsample_conv")
+    def _upsample(self, x: "SparseTensor", weight: torch.Tensor, children: torch.Tensor) -> torch.Tensor:
+        """Generative transposed conv: feats [8N,C_out] of the children at rows 8 i + o."""
         k, c_in, c_out = weight.shape
-        n = x.num_voxels
         # every child has exactly one parent: one dense GEMM, rows 8 i + o come out in place
-        feats = (x.feats @ weight.permute(1, 0, 2).reshape(c_in, k * c_out)).view(n * k, c_out)
-        offs = KERNEL2_OFFSETS.to(x.coords.device)
-        children = x.coords.repeat_interleave(8, dim=0)
-        children[:, 1:] = children[:, 1:] * 2 + offs.repeat(n, 1)
-        return SparseTensor(children, _bias(feats, bias), x.resolution * 2, x._batch_size)
+        return (x.feats @ weight.permute(1, 0, 2).reshape(c_in, k * c_out)).view(-1, c_out)
