@@ -145,7 +145,7 @@ def surface_tsdf(
     from scipy.spatial import cKDTree
 
     from focusing.core.geometry.sampling import sample_surface
-    from focusing.core.sparseflex.field import mesh_signed_distance
+    from focusing.core.geometry.distance import mesh_signed_distance
 
     points = torch.as_tensor(points, dtype=torch.float64)
     t = float(truncation)
