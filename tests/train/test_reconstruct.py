@@ -10,8 +10,8 @@ from focusing.core.geometry.mesh import load_mesh
 from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 from focusing.core.sparse.tensor import SparseTensor
-from focusing.core.train.config import load_setup
-from focusing.core.train.reconstruct import _chunks, decode_in_chunks
+from focusing.core.config import load_setup
+from focusing.core.vae.reconstruct import _chunks, decode_in_chunks
 from focusing.core.vae.model import ShapeVAE
 
 from _training_fixtures import TINY, _isolated_cache, tiny_data, tiny_run  # noqa: F401 (fixtures)

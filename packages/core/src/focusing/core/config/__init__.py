@@ -482,3 +482,23 @@ def dumps(config: dict | Setup) -> str:
     if isinstance(config, Setup):
         config = config.to_dict()
     return json.dumps(config, indent=2, sort_keys=True)
+
+
+# Keys older run folders may hold that setups no longer have.
+REMOVED_KEYS = ("cameras.views_per_step",)
+
+
+def normalise_stored(stored: dict) -> dict:
+    """A run folder's stored config brought to today's keys: removed keys dropped, new keys
+    filled from the defaults (runs written before they existed used the default behaviour)."""
+    stored = copy.deepcopy(stored)
+    for key in REMOVED_KEYS:
+        table, _, leaf = key.rpartition(".")
+        if isinstance(stored.get(table), dict):
+            stored[table].pop(leaf, None)
+    return _merge(load_defaults(), stored)
+
+
+def setup_from_run(stored: dict) -> Setup:
+    """The typed setup of a run folder's config.json (see normalise_stored)."""
+    return Setup.from_dict(normalise_stored(stored))

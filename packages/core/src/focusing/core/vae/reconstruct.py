@@ -1,14 +1,17 @@
-"""Inference: encode a mesh, decode every latent voxel (in spatial chunks if asked), prune by
-occupancy, extract the SparseFlex mesh and map it back to the input's frame."""
+"""Inference (`focusing reconstruct`): encode a mesh, decode every latent voxel (in spatial
+chunks if asked), prune by occupancy, extract the SparseFlex mesh and map it back to the
+input's frame. It reads a run folder (config.json and checkpoints) and nothing of training."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from focusing.core.config import Setup, setup_from_run
+from focusing.core.engine.checkpoint import load_weights
+from focusing.core.engine.runfolder import read_run_config
 from focusing.core.geometry.mesh import Mesh, load_mesh, normalize_mesh, save_mesh
 from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
@@ -16,21 +19,16 @@ from focusing.core.sparse.hashing import CoordIndex
 from focusing.core.sparse.tensor import SparseTensor
 from focusing.core.sparseflex.field import sparseflex_from_features
 from focusing.core.sparseflex.flexicubes import extract_mesh
-from focusing.core.train import checkpoint
 from focusing.core.vae.model import ShapeVAE
 
 
-def load_model(run_dir: Path, step: int | None = None) -> tuple[ShapeVAE, dict]:
-    """The model of a run folder with its resolved config, weights of `step` (default latest)."""
-    run_dir = Path(run_dir)
-    cfg_file = run_dir / "config.json"
-    if not cfg_file.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
-    cfg = json.loads(cfg_file.read_text())
-    model = ShapeVAE(cfg)
-    checkpoint.load_weights(run_dir, model, step)
+def load_model(run_dir: Path, step: int | None = None) -> tuple[ShapeVAE, Setup]:
+    """The model of a run folder with its setup, weights of `step` (default: newest intact)."""
+    setup = setup_from_run(read_run_config(run_dir))
+    model = ShapeVAE(setup.to_dict())
+    load_weights(Path(run_dir), model, step)
     model.eval()
-    return model, cfg
+    return model, setup
 
 
 def _chunks(coords: torch.Tensor, chunk_voxels: int) -> list[torch.Tensor]:
@@ -70,21 +68,22 @@ def decode_in_chunks(model: ShapeVAE, z: SparseTensor, chunk_voxels: int, halo: 
 
 
 @torch.no_grad()
-def reconstruct_mesh(model: ShapeVAE, cfg: dict, mesh: Mesh, chunk_voxels: int = 0,
+def reconstruct_mesh(model: ShapeVAE, setup: Setup | dict, mesh: Mesh, chunk_voxels: int = 0,
                      threshold: float | None = None) -> Mesh:
     """Reconstruct a normalised mesh with the VAE; returns the mesh in the same (unit-box) frame.
 
     See decode_in_chunks for what chunking changes (nothing with a one-block decoder)."""
-    r = int(cfg["model"]["latent_resolution"])
-    thr = float(cfg["inference"]["occupancy_threshold"] if threshold is None else threshold)
-    points, normals = sample_surface(mesh, int(cfg["model"]["points_per_shape"]), seed=0)
+    setup = Setup.from_dict(setup)
+    r = setup.model.latent_resolution
+    thr = setup.inference.occupancy_threshold if threshold is None else float(threshold)
+    points, normals = sample_surface(mesh, setup.model.points_per_shape, seed=0)
     active = dilate_voxels(surface_voxels(mesh, r), r)
     voxels = SparseTensor(torch.cat([active.new_zeros(len(active), 1), active], 1),
                           torch.zeros(len(active), 0), r)
     mean, _ = model.encode(torch.as_tensor(points, dtype=torch.float32),
                            torch.as_tensor(normals, dtype=torch.float32), voxels)
     out = decode_in_chunks(model, voxels.replace(mean), chunk_voxels,
-                           halo=int(cfg["decoder"]["window"]), threshold=thr)
+                           halo=setup.decoder.window, threshold=thr)
     field = sparseflex_from_features(out)
     result = extract_mesh(field, training=False)
     return Mesh(result.vertices.double().numpy(), result.faces.numpy(), None)
@@ -93,11 +92,11 @@ def reconstruct_mesh(model: ShapeVAE, cfg: dict, mesh: Mesh, chunk_voxels: int =
 def reconstruct_file(run_dir: Path, mesh_path: Path, out_path: Path, chunk_voxels: int | None = None,
                      step: int | None = None, threshold: float | None = None) -> dict:
     """`focusing reconstruct`: reconstruct a mesh file and save it in the input's frame."""
-    model, cfg = load_model(run_dir, step)
+    model, setup = load_model(run_dir, step)
     raw = load_mesh(mesh_path, normalize=False)
     mesh, center, scale = normalize_mesh(raw)
-    chunk = int(cfg["inference"]["chunk_voxels"] if chunk_voxels is None else chunk_voxels)
-    rec = reconstruct_mesh(model, cfg, mesh, chunk, threshold)
+    chunk = setup.inference.chunk_voxels if chunk_voxels is None else int(chunk_voxels)
+    rec = reconstruct_mesh(model, setup, mesh, chunk, threshold)
     if len(rec.faces) == 0:
         raise RuntimeError(
             f"the model reconstructed an empty surface for {mesh_path}: after short training the "
