@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,7 +249,9 @@ class Engine:
             self._nonfinite(step)
             self.optimizer.zero_grad(set_to_none=True)
             merged.skipped = True
-        self.scheduler.step()
+        with warnings.catch_warnings():  # a skipped first step: the schedule still advances
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.scheduler.step()
         merged.seconds = time.perf_counter() - t0
         merged.peak_memory_mb = peak.peak_mb
         for k in list(merged.terms):
