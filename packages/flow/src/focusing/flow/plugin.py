@@ -6,6 +6,18 @@ from focusing.core.plugins import hookimpl
 
 
 @hookimpl
+def focusing_image_encoders() -> list:
+    """Image encoders: cnn (trained jointly, always), efficientnet-lite0 (extra), dinov2 (local file)."""
+    from focusing.flow.encoders.cnn import CNNEncoder
+    from focusing.flow.encoders.dinov2 import DinoV2Encoder
+    from focusing.flow.encoders.efficientnet import EfficientNetLite0Encoder
+
+    return [CNNEncoder, EfficientNetLite0Encoder, DinoV2Encoder]
+
+
+@hookimpl
 def focusing_commands() -> list:
-    """CLI subcommands of focusing-flow."""
-    return []
+    """CLI subcommands of focusing-flow: `train-flow`, `generate`, `eval-flow`."""
+    from focusing.flow.cli import eval_flow_command, generate_command, train_flow_command
+
+    return [train_flow_command, generate_command, eval_flow_command]

