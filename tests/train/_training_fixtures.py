@@ -43,15 +43,29 @@ def _isolated_cache(tmp_path: Path, monkeypatch):
 
 @pytest.fixture
 def tiny_run(tiny_data: Path, tmp_path: Path) -> Path:
-    """A run folder trained for a few steps with the tiny settings."""
+    """A run folder trained for one step with the tiny settings."""
     from focusing.core.train.config import load_setup
     from focusing.core.train.trainer import Trainer
 
     run = tmp_path / "tiny-run"
-    # 80 render-free steps: the decoder starts as an empty field, a few steps give a surface
-    trainer = Trainer(load_setup("focusing", TINY + ["train.steps=80", "loss.tsdf_steps=80",
-                                                     "train.lr=5e-3", "loss.warmup_render=false"]), tiny_data, run,
+    trainer = Trainer(load_setup("focusing", TINY + ["train.steps=1"]), tiny_data, run,
                       progress=False)
+    trainer.fit()
+    trainer.close()
+    return run
+
+
+@pytest.fixture
+def surface_run(tiny_data: Path, tmp_path: Path) -> Path:
+    """A tiny run trained long enough (80 render-free steps) to decode a surface: the decoder
+    starts as an empty field."""
+    from focusing.core.train.config import load_setup
+    from focusing.core.train.trainer import Trainer
+
+    run = tmp_path / "surface-run"
+    trainer = Trainer(load_setup("focusing", TINY + ["train.steps=80", "loss.tsdf_steps=80",
+                                                     "train.lr=5e-3", "loss.warmup_render=false"]),
+                      tiny_data, run, progress=False)
     trainer.fit()
     trainer.close()
     return run

@@ -10,11 +10,11 @@ from focusing.core.geometry.mesh import load_mesh
 from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 from focusing.core.sparse.tensor import SparseTensor
-from focusing.core.train.config import load_setup
-from focusing.core.train.reconstruct import _chunks, decode_in_chunks
+from focusing.core.config import load_setup
+from focusing.core.vae.reconstruct import _chunks, decode_in_chunks
 from focusing.core.vae.model import ShapeVAE
 
-from _training_fixtures import TINY, _isolated_cache, tiny_data, tiny_run  # noqa: F401 (fixtures)
+from _training_fixtures import TINY, _isolated_cache, surface_run, tiny_data, tiny_run  # noqa: F401 (fixtures)
 from meshdata import mesh_file
 
 
@@ -65,10 +65,10 @@ def test_reconstruct_reports_bad_input_and_writes_nothing(tmp_path, tiny_run):
     assert res.exit_code == 2 and "not a run folder" in res.output and not out.exists()
 
 
-def test_reconstruct_writes_a_mesh_in_the_inputs_frame(tmp_path, tiny_run):
+def test_reconstruct_writes_a_mesh_in_the_inputs_frame(tmp_path, surface_run):
     src = mesh_file("couplingdown")
     out = tmp_path / "rec.ply"
-    res = CliRunner().invoke(cli.get_app(), ["reconstruct", str(tiny_run), str(src), "-o", str(out),
+    res = CliRunner().invoke(cli.get_app(), ["reconstruct", str(surface_run), str(src), "-o", str(out),
                                              "--threshold", "-100"])
     assert res.exit_code == 0, res.output
     rec, raw = load_mesh(out, normalize=False), load_mesh(src, normalize=False)

@@ -80,13 +80,14 @@ def test_swapping_one_plugin_by_set_trains(override, tiny_data, tmp_path):
 
 def test_resume_continues_exactly(tiny_data, tmp_path):
     # Each run is a fresh process, as a real --resume is (and so no library loaded by earlier
-    # tests can change the arithmetic).
+    # tests can change the arithmetic); train.deterministic makes it exact with default threads.
     runner = Path(__file__).with_name("_resume_runner.py")
 
     def run(name, stop, *extra):
         out = subprocess.run([sys.executable, str(runner), str(tiny_data), str(tmp_path / name),
                               "10", str(stop), *extra], capture_output=True, text=True,
-                             cwd=runner.parent, env=dict(os.environ, OMP_NUM_THREADS="1"))
+                             cwd=runner.parent,
+                             env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
         assert out.returncode == 0, out.stderr[-3000:]
         return out.stdout
 

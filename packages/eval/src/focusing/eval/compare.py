@@ -113,7 +113,7 @@ class SetupSpec:
 def parse_spec(spec: str, budget_overrides: list[str] = ()) -> SetupSpec:
     """Resolve 'NAME[:key=value...]' against the budget; raises CompareError naming the spec."""
     from focusing.core.plugins import PluginError
-    from focusing.core.train.config import ConfigError, load_setup
+    from focusing.core.config import ConfigError, load_setup, resolve_setup
 
     base, _, rest = spec.partition(":")
     base = base.strip()
@@ -121,12 +121,12 @@ def parse_spec(spec: str, budget_overrides: list[str] = ()) -> SetupSpec:
         raise CompareError(f"setup spec {spec!r} has no setup name before ':'")
     raw = _split_overrides(rest, spec) if rest.strip() else []
     try:
-        config = load_setup(base, list(budget_overrides))
+        budget_setup = resolve_setup(base, list(budget_overrides))
         overrides = []
         for item in raw:
             key, value = (s.strip() for s in item.split("=", 1))
             if key == "selector":
-                stage = "latent" if config["selectors"]["latent"] else "output"
+                stage = "latent" if budget_setup.selectors.latent else "output"
                 value = value if value.startswith("[") else json.dumps([value])
                 overrides.append(f"selectors.{stage}={value}")
             elif key in SHORTHANDS:
@@ -248,7 +248,7 @@ def load_budget(name_or_file: str) -> Budget:
 # --------------------------------------------------------------------------------------------
 # child processes
 def _rss_mb() -> float:
-    from focusing.core.train.memory import current_rss_bytes
+    from focusing.core.engine.memory import current_rss_bytes
 
     return current_rss_bytes() / 2**20
 
@@ -260,14 +260,14 @@ def run_child_job(job: dict) -> dict:
     rss_start = _rss_mb()
     import torch
 
-    from focusing.core.train.config import load_setup
-    from focusing.core.train.memory import PeakMemory
+    from focusing.core.config import resolve_setup
+    from focusing.core.engine.memory import PeakMemory
     from focusing.core.train.trainer import Trainer
 
     if int(job.get("threads", 0)) > 0:
         torch.set_num_threads(int(job["threads"]))
     t0 = time.perf_counter()
-    config = load_setup(job["setup"], job["overrides"])
+    config = resolve_setup(job["setup"], job["overrides"])
     trainer = Trainer(config, Path(job["data"]), Path(job["run_dir"]),
                       progress=bool(job.get("progress", True)))
     prep_s = time.perf_counter() - t0
@@ -406,7 +406,7 @@ def evaluate_setups(specs: list[SetupSpec], meshes: dict[str, tuple[str, Path]],
     """Reconstruct and evaluate every mesh with every setup: label -> mesh -> row."""
     from tqdm.auto import tqdm
 
-    from focusing.core.train.reconstruct import reconstruct_file
+    from focusing.core.vae.reconstruct import reconstruct_file
     from focusing.eval.metrics import evaluate
 
     rows: dict[str, dict] = {}

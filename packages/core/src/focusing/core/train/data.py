@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from focusing.core.config import Setup
 from focusing.core.geometry.camera import orbit_cameras
 from focusing.core.geometry.mesh import find_mesh_files, load_mesh, normalize_mesh
 from focusing.core.geometry.raycast import raycast
 from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
+from focusing.core.io import atomic_path
+
+
+class CacheError(RuntimeError):
+    """A shape-cache entry cannot be read."""
+
 
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb")
 CACHE_VERSION = 2
@@ -62,15 +70,16 @@ def mesh_files(folder: Path) -> list[Path]:
     return files
 
 
-def cache_settings(config: dict) -> dict:
+def cache_settings(setup: Setup | dict) -> dict:
     """The settings a cached record depends on."""
-    r = config["model"]["latent_resolution"]
+    setup = Setup.from_dict(setup)
+    r = setup.model.latent_resolution
     return {
         "version": CACHE_VERSION,
         "resolutions": [r, 2 * r, 4 * r],
-        "points": config["model"]["points_per_shape"],
-        "tsdf_views": config["loss"]["tsdf_views"],
-        "tsdf_image": config["cameras"]["image_size"],
+        "points": setup.model.points_per_shape,
+        "tsdf_views": setup.loss.tsdf_views,
+        "tsdf_image": setup.cameras.image_size,
     }
 
 
@@ -130,15 +139,38 @@ def tsdf_target(mesh, latent_active: torch.Tensor, latent_resolution: int, camer
     return corners, values.float()
 
 
+def _write_record(record: ShapeRecord, out: Path) -> None:
+    # a unique temp name per writer: ranks may build the same entry at once
+    with atomic_path(out) as tmp:
+        torch.save(record.__dict__, tmp)
+
+
 def _load_or_build(args: tuple[Path, dict, Path]) -> Path:
     path, settings, cache_dir = args
     out = cache_dir / f"{Path(path).stem}-{cache_key(path, settings)}.pt"
     if not out.exists():
-        record = build_record(path, settings)
-        tmp = out.with_suffix(f".{os.getpid()}.tmp")  # ranks may build the same entry at once
-        torch.save(record.__dict__, tmp)
-        os.replace(tmp, out)
+        _write_record(build_record(path, settings), out)
     return out
+
+
+def read_record(entry: Path) -> ShapeRecord:
+    """A cached record; CacheError naming the file and the fault if it is damaged."""
+    try:
+        fields = torch.load(entry, weights_only=False)
+        return ShapeRecord(**fields)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        raise CacheError(f"{entry}: damaged cache entry ({type(exc).__name__}: "
+                         f"{text[0] if text else 'unreadable'})") from None
+
+
+def _read_or_rebuild(entry: Path, mesh: Path, settings: dict) -> ShapeRecord:
+    try:
+        return read_record(entry)
+    except CacheError as exc:
+        print(f"warning: {exc}; rebuilding it from {mesh}", file=sys.stderr)
+        _write_record(build_record(mesh, settings), entry)
+        return read_record(entry)
 
 
 def default_cache_dir() -> Path:
@@ -150,7 +182,7 @@ def default_cache_dir() -> Path:
 class ShapeDataset:
     """The meshes of a folder, prepared once into `cache_dir` and loaded into memory."""
 
-    def __init__(self, folder: Path, config: dict, cache_dir: Path | None = None,
+    def __init__(self, folder: Path, config: Setup | dict, cache_dir: Path | None = None,
                  workers: int = 0, progress: bool = True):
         self.files = mesh_files(folder)
         self.settings = cache_settings(config)
@@ -163,7 +195,7 @@ class ShapeDataset:
                 paths = list(tqdm(pool.map(_load_or_build, jobs), total=len(jobs), **bar))
         else:
             paths = [_load_or_build(j) for j in tqdm(jobs, **bar)]
-        self.records = [ShapeRecord(**torch.load(p, weights_only=False)) for p in paths]
+        self.records = [_read_or_rebuild(p, f, self.settings) for p, f in zip(paths, self.files)]
 
     def __len__(self) -> int:
         return len(self.records)

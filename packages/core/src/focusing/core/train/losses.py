@@ -2,9 +2,17 @@
 
 L = l1 L_render + l2 L_occ + l3 L_KL + l4 L_flex + l5 L_tv + l6 L_tsdf, with
 L_render = ld L_depth + ln L_normal + lm L_mask + lss L_ssim(normals) [+ llp L_perceptual].
+
+`LOSS_TERMS` declares every term once: its name (the key a step's terms dict uses, and the
+TensorBoard tag loss/<name>), its weight key in the setup's [loss] table, its stage (warm-up
+only, or always) and whether it is a render term (weighted again by loss.render). `total_loss`,
+the trainer's logging and the report iterate it: a new loss is one function plus one row.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -83,19 +91,57 @@ def tsdf_loss(corner_sdf: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
     return (corner_sdf - target).abs()[valid].mean() / truncation
 
 
-def total_loss(terms: dict[str, torch.Tensor], weights: dict, tsdf_on: bool) -> torch.Tensor:
-    """Weighted sum of the logged terms by the setup's `loss` table (eq. 7); a term a step did
-    not compute (the render-free warm-up renders nothing) adds nothing. The TSDF term weighs
-    loss.tsdf during the warm-up and loss.tsdf_after after it."""
-    total = torch.zeros(())
-    for key in ("depth", "normal", "mask", "ssim"):
-        if key in terms:
-            total = total + weights["render"] * weights[key] * terms[key]
-    for key in ("occupancy", "kl", "flex", "tv", "consistency"):
-        if key in terms:
-            total = total + weights[key] * terms[key]
-    if "tsdf" in terms:
-        total = total + weights["tsdf" if tsdf_on else "tsdf_after"] * terms["tsdf"]
+@dataclass(frozen=True)
+class LossTerm:
+    """One term of eq. 7: its name, its weight key in [loss], its stage, render group or not."""
+
+    name: str
+    weight: str
+    stage: Literal["always", "warmup"] = "always"
+    render: bool = False
+    after: str | None = None  # a warm-up term's weight key after the warm-up (None: off then)
+
+
+# In summation order (render terms first, their sum weighted by loss.render).
+LOSS_TERMS: tuple[LossTerm, ...] = (
+    LossTerm("depth", "depth", render=True),
+    LossTerm("normal", "normal", render=True),
+    LossTerm("mask", "mask", render=True),
+    LossTerm("ssim", "ssim", render=True),
+    LossTerm("occupancy", "occupancy"),
+    LossTerm("kl", "kl"),
+    LossTerm("flex", "flex"),
+    LossTerm("tv", "tv"),
+    LossTerm("consistency", "consistency"),
+    LossTerm("tsdf", "tsdf", stage="warmup", after="tsdf_after"),
+)
+RENDER_WEIGHT = "render"  # the weight key of the render group (lambda_1)
+
+
+def _weight(weights, key: str) -> float:
+    return weights[key] if isinstance(weights, dict) else getattr(weights, key)
+
+
+def total_loss(terms: dict[str, torch.Tensor], weights, warmup_on: bool) -> torch.Tensor:
+    """Weighted sum of the present terms of LOSS_TERMS (eq. 7); weights: the [loss] table (dict
+    or LossConfig); warm-up terms count only while warmup_on."""
+    def on(t: LossTerm) -> bool:
+        return t.name in terms and (t.stage == "always" or warmup_on or t.after is not None)
+
+    def weight(t: LossTerm) -> float:
+        late = t.stage == "warmup" and not warmup_on
+        return _weight(weights, t.after if late else t.weight)
+
+    render = None
+    for t in filter(on, (t for t in LOSS_TERMS if t.render)):
+        x = weight(t) * terms[t.name]
+        render = x if render is None else render + x
+    total = None if render is None else _weight(weights, RENDER_WEIGHT) * render
+    for t in filter(on, (t for t in LOSS_TERMS if not t.render)):
+        x = weight(t) * terms[t.name]
+        total = x if total is None else total + x
+    if total is None:
+        raise ValueError(f"total_loss: none of the declared terms in {sorted(terms)}")
     return total
 
 

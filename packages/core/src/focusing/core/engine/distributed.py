@@ -63,9 +63,3 @@ def barrier(world_size: int) -> None:
     """Wait for every process."""
     if world_size > 1:
         dist.barrier()
-
-
-def shutdown() -> None:
-    """Tear the process group down."""
-    if dist.is_initialized():
-        dist.destroy_process_group()

@@ -1,0 +1,510 @@
+"""Setups as data: TOML presets, deep-merged overrides (`--set key=value`), one typed check.
+
+A setup names a sparse backend, a renderer, the selectors with their stages, an upsampler,
+resolutions, model sizes, loss weights and a schedule. `defaults.toml` holds every key and its
+default (the only place defaults live); a preset or user file overrides some; `--set`
+overrides any. Unknown keys are errors.
+
+The merged dict is checked once, by `Setup.from_dict`, before anything is written: every key's
+type, range and allowed values (plugin names against the registry). Each table becomes a frozen
+dataclass whose fields carry their rule, so a wrong value fails as one line naming the key, what
+it got and what it accepts. Code reads attributes (`setup.train.lr`); `Setup.to_dict()` gives
+back the plain dict that `config.json` keeps and that dict-based code (the VAE) reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from focusing.core.plugins import get_registry
+from focusing.core.plugins.registry import PluginError
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
+
+
+class ConfigError(ValueError):
+    """A setup file or override is malformed, names an unknown key, or has a value out of range."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules: a field's metadata says what it accepts.
+
+
+def _rule(kind: str, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None, plugin=None,
+          length=None, pow2=False) -> dict:
+    return {"rule": dict(kind=kind, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open,
+                         choices=choices, plugin=plugin, length=length, pow2=pow2)}
+
+
+def _int(lo=None, hi=None, pow2=False):
+    return field(metadata=_rule("int", lo=lo, hi=hi, pow2=pow2))
+
+
+def _float(lo=None, hi=None, lo_open=False, hi_open=False):
+    return field(metadata=_rule("float", lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open))
+
+
+def _str(choices=None, plugin=None):
+    return field(metadata=_rule("str", choices=choices, plugin=plugin))
+
+
+def _bool():
+    return field(metadata=_rule("bool"))
+
+
+def _names(plugin):
+    return field(metadata=_rule("names", plugin=plugin))
+
+
+def _ints(length, lo=1):
+    return field(metadata=_rule("ints", length=length, lo=lo))
+
+
+def _floats(length, lo=None, lo_open=False):
+    return field(metadata=_rule("floats", length=length, lo=lo, lo_open=lo_open))
+
+
+def _table(per_plugin: bool):
+    return field(metadata=_rule("table" if per_plugin else "kwargs"))
+
+
+def _accepts(r: dict) -> str:
+    """What a rule accepts, in words."""
+    kind = r["kind"]
+    if kind == "str":
+        if r["choices"]:
+            return "one of " + ", ".join(repr(c) for c in r["choices"])
+        if r["plugin"]:
+            names = sorted(get_registry(r["plugin"]).names())
+            return f"a {r['plugin']} plugin name ({', '.join(names)})"
+        return "a string"
+    if kind == "bool":
+        return "true or false"
+    if kind == "table":
+        return "a table of tables (one per plugin name)"
+    if kind == "kwargs":
+        return "a table of keyword parameters"
+    if kind == "names":
+        names = sorted(get_registry(r["plugin"]).names())
+        return f"a list of {r['plugin']} names ({', '.join(names)})"
+    word = {"int": "an integer", "float": "a finite number", "ints": f"a list of {r['length']} integers",
+            "floats": f"a list of {r['length']} finite numbers"}[kind]
+    if r["pow2"]:
+        word = "a power of two"
+    bounds = []
+    if r["lo"] is not None:
+        bounds.append(f"{'>' if r['lo_open'] else '>='} {r['lo']}")
+    if r["hi"] is not None:
+        bounds.append(f"{'<' if r['hi_open'] else '<='} {r['hi']}")
+    if bounds:
+        word += (" each " if kind in ("ints", "floats") else " ") + " and ".join(bounds)
+    return word
+
+
+def _in_range(x, r: dict) -> bool:
+    if r["lo"] is not None and (x <= r["lo"] if r["lo_open"] else x < r["lo"]):
+        return False
+    if r["hi"] is not None and (x >= r["hi"] if r["hi_open"] else x > r["hi"]):
+        return False
+    return True
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def check_value(key: str, value: Any, rule: dict) -> Any:
+    """The value converted to its field's type, or ConfigError naming key, value and rule."""
+    kind = rule["kind"]
+
+    def fail():
+        raise ConfigError(f"{key} = {value!r}: expected {_accepts(rule)}")
+
+    if kind == "int":
+        if not _is_int(value) or not _in_range(value, rule):
+            fail()
+        if rule["pow2"] and value & (value - 1):
+            fail()
+        return value
+    if kind == "float":
+        if not _is_number(value) or not _in_range(value, rule):
+            fail()
+        return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            fail()
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            fail()
+        if rule["choices"] and value not in rule["choices"]:
+            fail()
+        if rule["plugin"]:
+            try:
+                get_registry(rule["plugin"]).get(value)
+            except PluginError as exc:  # keep the registry's error type, name the key
+                raise type(exc)(f"{key} = {value!r}: {exc}") from None
+        return value
+    if kind == "names":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            fail()
+        registry = get_registry(rule["plugin"])
+        for name in value:
+            try:
+                registry.get(name)
+            except PluginError as exc:
+                raise type(exc)(f"{key} = {value!r}: {exc}") from None
+        return tuple(value)
+    if kind in ("ints", "floats"):
+        ok = _is_int if kind == "ints" else _is_number
+        if (not isinstance(value, list) or len(value) != rule["length"]
+                or not all(ok(v) and _in_range(v, rule) for v in value)):
+            fail()
+        return tuple(value) if kind == "ints" else tuple(float(v) for v in value)
+    if kind in ("table", "kwargs"):
+        if not isinstance(value, dict) or (kind == "table" and not all(isinstance(v, dict)
+                                                                       for v in value.values())):
+            fail()
+        return copy.deepcopy(value)
+    raise AssertionError(kind)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tables of defaults.toml.
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """[backend]: which sparse backend and renderer plugins run."""
+
+    sparse: str = _str(plugin="sparse_backend")
+    renderer: str = _str(plugin="renderer")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """[model]: latent grid, latent width, surface samples."""
+
+    latent_resolution: int = _int(lo=4, pow2=True)
+    latent_channels: int = _int(lo=1)
+    points_per_shape: int = _int(lo=1)
+
+
+@dataclass(frozen=True)
+class PointNetConfig:
+    """[pointnet]: the local PointNet that pools surface samples into voxels."""
+
+    hidden: int = _int(lo=1)
+    out: int = _int(lo=1)
+    frozen: bool = _bool()
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """[encoder] / [decoder]: sparse window transformer sizes (width divisible by heads)."""
+
+    width: int = _int(lo=1)
+    depth: int = _int(lo=1)
+    heads: int = _int(lo=1)
+    window: int = _int(lo=1)
+
+
+@dataclass(frozen=True)
+class UpsamplerConfig:
+    """[upsampler]: plugin, widths after the two 2x steps, training-time pruning."""
+
+    name: str = _str(plugin="upsampler")
+    channels: tuple[int, int] = _ints(2)
+    train_prune: str = _str(choices=("none", "ground-truth"))
+    params: dict = _table(per_plugin=False)
+
+
+@dataclass(frozen=True)
+class SelectorsConfig:
+    """[selectors]: voxel selectors per stage, in order, and their keyword parameters."""
+
+    latent: tuple[str, ...] = _names("voxel_selector")
+    output: tuple[str, ...] = _names("voxel_selector")
+    params: dict = _table(per_plugin=True)
+
+
+@dataclass(frozen=True)
+class CamerasConfig:
+    """[cameras]: training views."""
+
+    image_size: int = _int(lo=8, hi=8192)
+    fov_y_deg: float = _float(lo=0, hi=180, lo_open=True, hi_open=True)
+    radius: tuple[float, float] = _floats(2, lo=0, lo_open=True)
+    target: str = _str(choices=("center", "surface"))
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """[loss]: weights of eq. 7 (see train/losses.LOSS_TERMS) and the TSDF warm-up."""
+
+    render: float = _float(lo=0)
+    depth: float = _float(lo=0)
+    normal: float = _float(lo=0)
+    mask: float = _float(lo=0)
+    ssim: float = _float(lo=0)
+    perceptual: float = _float(lo=0)
+    perceptual_weights: str = _str()
+    occupancy: float = _float(lo=0)
+    kl: float = _float(lo=0)
+    flex: float = _float(lo=0)
+    tv: float = _float(lo=0)
+    tsdf: float = _float(lo=0)
+    tsdf_steps: int = _int(lo=0)
+    warmup_render: bool = _bool()
+    warmup_latents: int = _int(lo=0)
+    tsdf_after: float = _float(lo=0)
+    tsdf_views: int = _int(lo=1)
+    consistency: float = _float(lo=0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """[train]: the schedule and the run folder's rhythm (what the training engine reads)."""
+
+    steps: int = _int(lo=0)
+    batch_size: int = _int(lo=1)
+    lr: float = _float(lo=0, lo_open=True)
+    weight_decay: float = _float(lo=0)
+    warmup_steps: int = _int(lo=0)
+    grad_clip: float = _float(lo=0)
+    seed: int = _int(lo=0)
+    log_every: int = _int(lo=1)
+    image_every: int = _int(lo=0)
+    mesh_every: int = _int(lo=0)
+    checkpoint_every: int = _int(lo=0)
+    workers: int = _int(lo=0)
+    amp: str = _str(choices=("auto", "off", "bf16"))
+    eval_every: int = _int(lo=0)
+    eval_meshes: int = _int(lo=0)
+    eval_tau: float = _float(lo=0, lo_open=True)
+    calibration_meshes: int = _int(lo=0)
+    nonfinite: str = _str(choices=("skip", "stop"))
+    max_nonfinite_skips: int = _int(lo=1)
+    deterministic: bool = _bool()
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """[inference]: decoding budget and pruning threshold of `focusing reconstruct`."""
+
+    chunk_voxels: int = _int(lo=0)
+    occupancy_threshold: float = _float()
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A resolved, checked setup: one attribute per table of defaults.toml."""
+
+    name: str = _str()
+    description: str = _str()
+    backend: BackendConfig = None
+    model: ModelConfig = None
+    pointnet: PointNetConfig = None
+    encoder: TransformerConfig = None
+    decoder: TransformerConfig = None
+    upsampler: UpsamplerConfig = None
+    selectors: SelectorsConfig = None
+    cameras: CamerasConfig = None
+    loss: LossConfig = None
+    train: TrainConfig = None
+    inference: InferenceConfig = None
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "Setup":
+        """Check every key of a merged config dict; raise ConfigError on the first bad one."""
+        if isinstance(config, Setup):
+            return config
+        setup = _build(cls, config, "")
+        for table in ("encoder", "decoder"):
+            t = getattr(setup, table)
+            if t.width % t.heads:
+                raise ConfigError(f"{table}.width = {t.width}: expected a multiple of "
+                                  f"{table}.heads ({t.heads})")
+        r0, r1 = setup.cameras.radius
+        if r0 > r1:
+            raise ConfigError(f"cameras.radius = {[r0, r1]!r}: expected [near, far] with near <= far")
+        return setup
+
+    def to_dict(self) -> dict:
+        """The plain dict of this setup (lists, not tuples): what config.json holds."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _build(cls, data: Any, path: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} = {data!r}: expected a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    missing = sorted(set(fields) - set(data))
+    if missing:
+        raise ConfigError(f"setting {path + '.' if path else ''}{missing[0]} is missing")
+    extra = sorted(set(data) - set(fields))
+    if extra:
+        valid = ", ".join(sorted(fields))
+        raise ConfigError(f"unknown setting {path + '.' if path else ''}{extra[0]!r}; valid keys here: {valid}")
+    values = {}
+    for name, f in fields.items():
+        where = f"{path}.{name}" if path else name
+        if "rule" in f.metadata:
+            values[name] = check_value(where, data[name], f.metadata["rule"])
+        else:
+            values[name] = _build(_TABLES[name], data[name], where)
+    return cls(**values)
+
+
+_TABLES = {"backend": BackendConfig, "model": ModelConfig, "pointnet": PointNetConfig,
+           "encoder": TransformerConfig, "decoder": TransformerConfig, "upsampler": UpsamplerConfig,
+           "selectors": SelectorsConfig, "cameras": CamerasConfig, "loss": LossConfig,
+           "train": TrainConfig, "inference": InferenceConfig}
+
+
+def setting_rules() -> dict[str, dict]:
+    """Every scalar key of a setup ('train.lr', ...) with its rule (what it accepts)."""
+    out = {}
+    for f in dataclasses.fields(Setup):
+        if "rule" in f.metadata:
+            out[f.name] = f.metadata["rule"]
+            continue
+        for g in dataclasses.fields(_TABLES[f.name]):
+            out[f"{f.name}.{g.name}"] = g.metadata["rule"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and merging.
+
+
+def load_defaults() -> dict:
+    """The full default configuration (every valid key)."""
+    with open(DEFAULTS_FILE, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def _merge(base: dict, update: dict, path: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        where = f"{path}.{key}" if path else key
+        if key not in out:
+            # A few tables are open maps (per-selector parameters), others are closed.
+            if path in OPEN_TABLES or where.startswith(tuple(f"{t}." for t in OPEN_TABLES)):
+                out[key] = copy.deepcopy(value)
+                continue
+            valid = ", ".join(sorted(out)) or "(none)"
+            raise ConfigError(f"unknown setting {where!r}; valid keys here: {valid}")
+        if isinstance(out[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"setting {where!r} is a table, got {value!r}")
+            out[key] = _merge(out[key], value, where)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+# Tables whose keys are not fixed in defaults.toml.
+OPEN_TABLES = ("selectors.params", "upsampler.params")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'a.b.c=value' -> (['a','b','c'], value); the value is read as TOML, else as a string."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def _nest(keys: list[str], value: Any) -> dict:
+    out: Any = value
+    for key in reversed(keys):
+        out = {key: out}
+    return out
+
+
+def setup_path(name_or_file: str) -> Path:
+    """Resolve a registered setup name or a TOML file path."""
+    path = Path(name_or_file)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"setup file {path} does not exist")
+        return path
+    return Path(get_registry("setup").get(name_or_file))
+
+
+def merge_setup(name_or_file: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Defaults, preset and `key=value` overrides merged into one dict (not yet checked)."""
+    path = setup_path(name_or_file)
+    try:
+        with open(path, "rb") as fh:
+            preset = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"setup file {path}: {exc}") from None
+    config = _merge(load_defaults(), preset)
+    for text in overrides:
+        keys, value = parse_override(text)
+        config = _merge(config, _nest(keys, value))
+    if not config.get("name"):
+        config["name"] = path.stem
+    return config
+
+
+def resolve_setup(name_or_file: str, overrides: list[str] | tuple[str, ...] = ()) -> Setup:
+    """The typed, checked setup of a name or file with `key=value` overrides applied."""
+    return Setup.from_dict(merge_setup(name_or_file, overrides))
+
+
+def load_setup(name_or_file: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Resolved configuration as a plain dict (checked: see Setup.from_dict)."""
+    return resolve_setup(name_or_file, overrides).to_dict()
+
+
+def validate(config: dict) -> Setup:
+    """Check a config dict (types, ranges, plugin names); return its typed Setup."""
+    return Setup.from_dict(config)
+
+
+def dumps(config: dict | Setup) -> str:
+    """The resolved configuration as JSON text (what a run folder keeps)."""
+    if isinstance(config, Setup):
+        config = config.to_dict()
+    return json.dumps(config, indent=2, sort_keys=True)
+
+
+# Keys older run folders may hold that setups no longer have.
+REMOVED_KEYS = ("cameras.views_per_step",)
+
+
+def normalise_stored(stored: dict) -> dict:
+    """A run folder's stored config brought to today's keys: removed keys dropped, new keys
+    filled from the defaults (runs written before they existed used the default behaviour)."""
+    stored = copy.deepcopy(stored)
+    for key in REMOVED_KEYS:
+        table, _, leaf = key.rpartition(".")
+        if isinstance(stored.get(table), dict):
+            stored[table].pop(leaf, None)
+    return _merge(load_defaults(), stored)
+
+
+def setup_from_run(stored: dict) -> Setup:
+    """The typed setup of a run folder's config.json (see normalise_stored)."""
+    return Setup.from_dict(normalise_stored(stored))

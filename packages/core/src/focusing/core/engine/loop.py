@@ -1,0 +1,354 @@
+"""The generic training loop: see the package docstring (focusing.core.engine) for the API."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from focusing.core.config import TrainConfig, dumps
+from focusing.core.engine import checkpoint
+from focusing.core.engine.distributed import (
+    DistInfo, all_reduce_gradients, all_reduce_mean, barrier, init_distributed,
+)
+from focusing.core.engine.memory import PeakMemory, current_rss_bytes
+from focusing.core.engine.runfolder import check_run_folder, record_changes
+
+
+class NonFiniteError(RuntimeError):
+    """Training met a non-finite loss or gradient and was told to stop (or skipped too often)."""
+
+
+@dataclass
+class StepOutput:
+    """What TrainStep.loss returns: the loss to back-propagate and what to log about it."""
+
+    loss: torch.Tensor                                        # scalar, mean over the call's slots
+    terms: dict[str, float] = field(default_factory=dict)     # logged as loss/<name>
+    counts: dict[str, float] = field(default_factory=dict)    # logged as <counts_tag>/<name>
+    images: dict[str, torch.Tensor] = field(default_factory=dict)  # kept for TrainStep.log
+    extra: dict[str, Any] = field(default_factory=dict)       # anything else for TrainStep.log
+    postfix: dict[str, Any] = field(default_factory=dict)     # added to the progress bar
+
+
+@dataclass
+class StepResult:
+    """What one engine step measured (the history `Engine.fit` returns)."""
+
+    step: int = 0
+    terms: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    peak_memory_mb: float = 0.0
+    images: dict[str, torch.Tensor] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    postfix: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+
+    @property
+    def mesh(self):
+        """The step's mesh (vertices, faces), when the trainer kept one in extra['mesh']."""
+        return self.extra.get("mesh")
+
+
+class TrainStep(ABC):
+    """One trainer's own part: what to optimise and the loss of a step. See focusing.core.engine."""
+
+    slots_per_call: int = 0            # slots per loss() call (backward after each); 0: all at once
+    counts_tag: str = "counts"         # TensorBoard group of StepOutput.counts
+    shape_keys: tuple[str, ...] = ()   # setup keys (or table prefixes) that fix the module's shape
+
+    @property
+    @abstractmethod
+    def module(self) -> torch.nn.Module:
+        """The module whose parameters are optimised and whose state_dict is checkpointed."""
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters to optimise (default: the module's that require a gradient)."""
+        return [p for p in self.module.parameters() if p.requires_grad]
+
+    @abstractmethod
+    def loss(self, step: int, slots: list[int]) -> StepOutput:
+        """Loss at `step` (0-based) of the global-batch slots `slots` (this process's share)."""
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Scalars for TensorBoard (eval/<name>) and the progress bar, every train.eval_every steps."""
+        return {}
+
+    def log(self, writer, step: int, result: StepResult) -> None:
+        """Write extra summaries (images, meshes) on the main process after step `step`."""
+
+    def on_checkpoint(self, step: int) -> None:
+        """Called on the main process after each checkpoint is written (e.g. to calibrate)."""
+
+    # Set by the engine before each evaluate(): optimisation seconds so far, resumes included
+    # (no evaluation, checkpoint or logging time), the clock of quality-against-time plots.
+    train_seconds: float = 0.0
+
+    def state_dict(self) -> dict:
+        """Extra state to checkpoint beside the module (e.g. an EMA)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict returned."""
+
+
+def set_reproducibility(train: TrainConfig) -> None:
+    """Seed torch; in deterministic mode also fix one CPU thread and deterministic kernels."""
+    if train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    torch.manual_seed(train.seed)
+
+
+def prepare(train: TrainConfig) -> DistInfo:
+    """Call before building a TrainStep: reproducibility settings, seed, process group."""
+    set_reproducibility(train)
+    return init_distributed()
+
+
+def lr_factor(train: TrainConfig):
+    """LR multiplier per step: linear warm-up over train.warmup_steps, then cosine to 0."""
+    total = max(train.steps, 1)
+    warm = train.warmup_steps
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min((step - warm) / max(total - warm, 1), 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return f
+
+
+class Engine:
+    """Runs a TrainStep: run folder, loop, schedule, clipping, non-finite guard, checkpoints."""
+
+    def __init__(self, step: TrainStep, train: TrainConfig, run_dir: Path, config: dict,
+                 resume: bool = False, allow_changes: bool = False, progress: bool = True,
+                 dist_info: DistInfo | None = None, name: str = "", normalise_config=None):
+        self.trainstep = step
+        self.train = train
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.name = name or str(config.get("name", ""))
+        self.dist = dist_info or init_distributed()
+        self.device = self.dist.device
+        self.progress = progress and self.dist.is_main
+        if train.batch_size % self.dist.world_size:
+            raise ValueError(f"train.batch_size {train.batch_size} is not divisible by "
+                             f"{self.dist.world_size} processes")
+        changes = check_run_folder(self.run_dir, config, resume, allow_changes, step.shape_keys,
+                                   normalise_config)
+        self.module = step.module
+        self.optimizer = torch.optim.AdamW(step.parameters(), lr=train.lr,
+                                           weight_decay=train.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(train))
+        self.step = 0
+        self.skipped_total = 0
+        self.skipped_in_row = 0
+        self.train_seconds = 0.0
+        self.last_eval: dict[str, float] = {}
+        self._rss_base = current_rss_bytes()  # CPU peak memory is reported above this level
+        if self.dist.is_main:
+            checkpoint.remove_stray_temp_files(self.run_dir)
+        if resume:
+            self._resume()
+        self.writer = None
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            record_changes(self.run_dir, self.step, changes)
+            from focusing.core.io import write_text_atomic
+            from torch.utils.tensorboard import SummaryWriter
+
+            write_text_atomic(self.run_dir / "config.json", dumps(config))
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    # -- checkpoints --------------------------------------------------------------------
+    def _resume(self) -> None:
+        step, weights, state = checkpoint.load_checkpoint(self.run_dir, with_state=True)
+        self.module.load_state_dict(weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.skipped_total = int(state.get("skipped_total", 0))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.trainstep.load_state_dict(state.get("trainstep", {}))
+        self.step = step
+
+    def save(self) -> Path | None:
+        """Checkpoint the current step (main process); never writes non-finite weights."""
+        if not self.dist.is_main:
+            return None
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                 "skipped_total": self.skipped_total, "train_seconds": self.train_seconds,
+                 "trainstep": self.trainstep.state_dict()}
+        try:
+            path = checkpoint.save_checkpoint(self.run_dir, self.step, self.module, state)
+        except checkpoint.CheckpointError as exc:
+            raise NonFiniteError(f"{exc}; the last good checkpoint is kept") from None
+        self.module.eval()
+        with torch.no_grad():
+            self.trainstep.on_checkpoint(self.step)
+        self.module.train()
+        return path
+
+    # -- the step -----------------------------------------------------------------------
+    def autocast(self):
+        """bf16 autocast on the GPU (train.amp = auto | bf16); full precision on the CPU."""
+        on = self.device.type == "cuda" and self.train.amp in ("auto", "bf16")
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on)
+
+    def _all_finite(self, finite: bool) -> bool:
+        if self.dist.world_size <= 1:
+            return finite
+        return all_reduce_mean(0.0 if finite else 1.0, self.dist.world_size) == 0.0
+
+    def train_step(self) -> StepResult:
+        """One optimisation step over this process's share of the global batch."""
+        step, batch = self.step, self.train.batch_size
+        world, rank = self.dist.world_size, self.dist.rank
+        slots = list(range(rank * batch // world, (rank + 1) * batch // world))
+        per_call = self.trainstep.slots_per_call or len(slots)
+        t0 = time.perf_counter()
+        self.module.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        merged = StepResult(step=step + 1)
+        finite = True
+        with PeakMemory(self.device, base_bytes=self._rss_base) as peak:
+            for i in range(0, len(slots), per_call):
+                part = slots[i:i + per_call]
+                with self.autocast():
+                    out = self.trainstep.loss(step, part)
+                if not bool(torch.isfinite(out.loss.detach()).all()):
+                    finite = False
+                else:
+                    # mean over the global batch: each process holds batch/world slots
+                    scaled = out.loss / batch * world
+                    (scaled if len(part) == 1 else scaled * len(part)).backward()
+                for k, v in out.terms.items():
+                    merged.terms[k] = merged.terms.get(k, 0.0) + v * len(part) / len(slots)
+                for k, v in out.counts.items():
+                    merged.counts[k] = merged.counts.get(k, 0.0) + v * len(part) / len(slots)
+                merged.images, merged.extra = out.images, out.extra
+                merged.postfix.update(out.postfix)
+        finite = self._all_finite(finite)
+        if finite:
+            all_reduce_gradients(self.module, world)
+            params = [p for p in self.trainstep.parameters() if p.grad is not None]
+            if self.train.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(self.trainstep.parameters(), self.train.grad_clip)
+            else:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
+            merged.terms["grad_norm"] = float(norm)
+            finite = self._all_finite(math.isfinite(float(norm)))
+        if finite:
+            self.optimizer.step()
+            self.skipped_in_row = 0
+        else:
+            self._nonfinite(step)
+            self.optimizer.zero_grad(set_to_none=True)
+            merged.skipped = True
+        with warnings.catch_warnings():  # a skipped first step: the schedule still advances
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.scheduler.step()
+        merged.seconds = time.perf_counter() - t0
+        merged.peak_memory_mb = peak.peak_mb
+        for k in list(merged.terms):
+            merged.terms[k] = all_reduce_mean(merged.terms[k], world)
+        self.step += 1
+        return merged
+
+    def _nonfinite(self, step: int) -> None:
+        last = checkpoint.stored_steps(self.run_dir)
+        keep = f"the last good checkpoint is step {last[0]}" if last else "no checkpoint was written"
+        hint = "lower train.lr or the loss weights, or set train.grad_clip > 0"
+        if self.train.nonfinite == "stop":
+            raise NonFiniteError(f"non-finite loss or gradient at step {step + 1} "
+                                 f"(train.nonfinite = 'stop'); {keep}; {hint}")
+        self.skipped_total += 1
+        self.skipped_in_row += 1
+        if self.dist.is_main:
+            print(f"warning: step {step + 1}: non-finite loss or gradient, step skipped "
+                  f"({self.skipped_total} skipped so far)", flush=True)
+        if self.skipped_in_row >= self.train.max_nonfinite_skips:
+            raise NonFiniteError(f"{self.skipped_in_row} steps in a row had a non-finite loss or "
+                                 f"gradient (up to step {step + 1}; train.max_nonfinite_skips = "
+                                 f"{self.train.max_nonfinite_skips}); {keep}; {hint}")
+
+    def log(self, res: StepResult) -> None:
+        """Write one step's scalars to TensorBoard, then the step's own summaries."""
+        if self.writer is None:
+            return
+        step = self.step
+        if step % self.train.log_every == 0 or step == 1:
+            for k, v in res.terms.items():
+                self.writer.add_scalar(f"loss/{k}", v, step)
+            for k, v in res.counts.items():
+                self.writer.add_scalar(f"{self.trainstep.counts_tag}/{k}", v, step)
+            self.writer.add_scalar("time/step_seconds", res.seconds, step)
+            self.writer.add_scalar("memory/peak_mb", res.peak_memory_mb, step)
+            self.writer.add_scalar("lr", self.scheduler.get_last_lr()[0], step)
+            self.writer.add_scalar("guard/skipped_steps", self.skipped_total, step)
+        self.trainstep.log(self.writer, step, res)
+
+    def fit(self, steps: int | None = None) -> list[StepResult]:
+        """Train until `steps` total steps (default: train.steps), checkpointing as configured."""
+        from tqdm.auto import tqdm
+
+        total = self.train.steps if steps is None else int(steps)
+        history = []
+        bar = tqdm(total=total, initial=self.step, desc=f"train {self.name}", unit="step",
+                   disable=not self.progress)
+        every, eval_every = self.train.checkpoint_every, self.train.eval_every
+        try:
+            while self.step < total:
+                res = self.train_step()
+                self.train_seconds += res.seconds
+                history.append(res)
+                self.log(res)
+                if eval_every and (self.step % eval_every == 0 or self.step == total):
+                    self._evaluate()
+                bar.update(1)
+                bar.set_postfix(loss=f"{res.terms.get('total', float('nan')):.4f}",
+                                skipped=self.skipped_total, **res.postfix,
+                                **{k: f"{v:.4g}" for k, v in self.last_eval.items() if "/" not in k})
+                if every and self.step % every == 0 and self.step < total:
+                    self.save()
+            self.save()
+        finally:
+            bar.close()
+            if self.writer is not None:
+                self.writer.flush()
+        barrier(self.dist.world_size)
+        return history
+
+    def _evaluate(self) -> None:
+        self.trainstep.train_seconds = self.train_seconds
+        self.module.eval()
+        with torch.no_grad():
+            self.last_eval = dict(self.trainstep.evaluate(self.step))
+        self.module.train()
+        if self.writer is not None:
+            for k, v in self.last_eval.items():
+                self.writer.add_scalar(f"eval/{k}", v, self.step)
+
+    def close(self) -> None:
+        """Close the TensorBoard writer."""
+        if self.writer is not None:
+            self.writer.close()

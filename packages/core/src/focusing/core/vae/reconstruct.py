@@ -1,0 +1,112 @@
+"""Inference (`focusing reconstruct`): encode a mesh, decode every latent voxel (in spatial
+chunks if asked), prune by occupancy, extract the SparseFlex mesh and map it back to the
+input's frame. It reads a run folder (config.json and checkpoints) and nothing of training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from focusing.core.config import Setup, setup_from_run
+from focusing.core.engine.checkpoint import load_weights
+from focusing.core.engine.runfolder import read_run_config
+from focusing.core.geometry.mesh import Mesh, load_mesh, normalize_mesh, save_mesh
+from focusing.core.geometry.sampling import sample_surface
+from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
+from focusing.core.sparse.hashing import CoordIndex
+from focusing.core.sparse.tensor import SparseTensor
+from focusing.core.sparseflex.field import sparseflex_from_features
+from focusing.core.sparseflex.flexicubes import extract_mesh
+from focusing.core.vae.calibration import load_calibrated_threshold
+from focusing.core.vae.model import ShapeVAE
+
+
+def load_model(run_dir: Path, step: int | None = None) -> tuple[ShapeVAE, Setup]:
+    """The model of a run folder with its setup, weights of `step` (default: newest intact)."""
+    setup = setup_from_run(read_run_config(run_dir))
+    model = ShapeVAE(setup.to_dict())
+    load_weights(Path(run_dir), model, step)
+    model.eval()
+    return model, setup
+
+
+def _chunks(coords: torch.Tensor, chunk_voxels: int) -> list[torch.Tensor]:
+    """Split latent voxels [N,3] into spatial blocks of at most ~chunk_voxels rows each."""
+    if chunk_voxels <= 0 or len(coords) <= chunk_voxels:
+        return [torch.arange(len(coords))]
+    # cubic blocks, sized so that an average block holds about chunk_voxels voxels
+    extent = int(coords.max()) + 1
+    n_blocks = max(int(np.ceil(len(coords) / chunk_voxels)), 1)
+    side = max(int(np.ceil(extent / round(n_blocks ** (1 / 3) + 0.5))), 1)
+    block = coords // side
+    keys = (block[:, 0] * (extent + 1) + block[:, 1]) * (extent + 1) + block[:, 2]
+    return [torch.nonzero(keys == k).squeeze(1) for k in torch.unique(keys)]
+
+
+@torch.no_grad()
+def decode_in_chunks(model: ShapeVAE, z: SparseTensor, chunk_voxels: int, halo: int,
+                     threshold: float) -> SparseTensor:
+    """Decode latents z at R into pruned SparseFlex features at 4R, `chunk_voxels` latent voxels
+    at a time (0: all at once). Each chunk decodes its own voxels plus a halo of `halo` latent
+    voxels and keeps only its own voxels' descendants, so chunks never overlap; with one decoder
+    block and halo >= the attention window the result equals the unchunked decode."""
+    active = z.coords[:, 1:]
+    feats, coords = [], []
+    for own in _chunks(active, chunk_voxels):
+        lo, hi = active[own].min(0).values - halo, active[own].max(0).values + halo
+        ctx = ((active >= lo) & (active <= hi)).all(1).nonzero().squeeze(1)
+        out = model.decode(z.index_select(ctx), prune=True, threshold=threshold).features
+        if len(own) < len(active):
+            parent = out.coords.clone()
+            parent[:, 1:] //= 4
+            own_index = CoordIndex(z.coords[own])
+            out = out.index_select((own_index.lookup(parent) >= 0).nonzero().squeeze(1))
+        feats.append(out.feats)
+        coords.append(out.coords)
+    return SparseTensor(torch.cat(coords), torch.cat(feats), 4 * z.resolution)
+
+
+@torch.no_grad()
+def reconstruct_mesh(model: ShapeVAE, setup: Setup | dict, mesh: Mesh, chunk_voxels: int = 0,
+                     threshold: float | None = None) -> Mesh:
+    """Reconstruct a normalised mesh with the VAE; returns the mesh in the same (unit-box) frame.
+
+    See decode_in_chunks for what chunking changes (nothing with a one-block decoder)."""
+    setup = Setup.from_dict(setup)
+    r = setup.model.latent_resolution
+    thr = setup.inference.occupancy_threshold if threshold is None else float(threshold)
+    points, normals = sample_surface(mesh, setup.model.points_per_shape, seed=0)
+    active = dilate_voxels(surface_voxels(mesh, r), r)
+    voxels = SparseTensor(torch.cat([active.new_zeros(len(active), 1), active], 1),
+                          torch.zeros(len(active), 0), r)
+    mean, _ = model.encode(torch.as_tensor(points, dtype=torch.float32),
+                           torch.as_tensor(normals, dtype=torch.float32), voxels)
+    out = decode_in_chunks(model, voxels.replace(mean), chunk_voxels,
+                           halo=setup.decoder.window, threshold=thr)
+    field = sparseflex_from_features(out)
+    result = extract_mesh(field, training=False)
+    return Mesh(result.vertices.double().numpy(), result.faces.numpy(), None)
+
+
+def reconstruct_file(run_dir: Path, mesh_path: Path, out_path: Path, chunk_voxels: int | None = None,
+                     step: int | None = None, threshold: float | None = None) -> dict:
+    """`focusing reconstruct`: reconstruct a mesh file and save it in the input's frame; the
+    occupancy threshold defaults to the run's calibrated one (calibration.json), else the
+    setup's inference.occupancy_threshold."""
+    model, setup = load_model(run_dir, step)
+    raw = load_mesh(mesh_path, normalize=False)
+    mesh, center, scale = normalize_mesh(raw)
+    chunk = setup.inference.chunk_voxels if chunk_voxels is None else int(chunk_voxels)
+    if threshold is None:
+        threshold = load_calibrated_threshold(run_dir)
+    rec = reconstruct_mesh(model, setup, mesh, chunk, threshold)
+    if len(rec.faces) == 0:
+        used = setup.inference.occupancy_threshold if threshold is None else threshold
+        raise RuntimeError(
+            f"the model reconstructed an empty surface for {mesh_path} (occupancy threshold "
+            f"{used:g}): the run is too short to have learnt this shape; train longer")
+    rec = Mesh(rec.vertices / scale + center, rec.faces, None)
+    save_mesh(rec, out_path)
+    return {"vertices": int(len(rec.vertices)), "faces": int(len(rec.faces)), "out": str(out_path)}
