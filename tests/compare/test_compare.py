@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from focusing.core.geometry.mesh import load_mesh
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
-from focusing.core.train.config import load_setup
+from focusing.core.config import load_setup
 from focusing.core.train.data import mesh_files, shape_order
 from focusing.eval.compare import (
     CompareError, load_budget, parse_spec, parse_specs, split_specs,
@@ -65,6 +65,7 @@ warmup_latents = 0
 checkpoint_every = 0
 image_every = 0
 lr = 5e-3
+eval_every = 60
 [config.selectors.params.zoom]
 n_min = 8
 n_max = 32
@@ -246,7 +247,15 @@ def test_compare_tiny_budget_on_two_real_meshes(app, tmp_path):
     assert c["time_per_step_ratio"] == pytest.approx(foc["time_per_step_s"] / tri["time_per_step_s"])
     # the plots exist, are PNGs, and the markdown embeds them
     md = (out / "report.md").read_text()
+    # quality against compute: evaluations at steps 60 and 120 of each setup, in time order
+    for s in rep["setups"].values():
+        curve = s["quality_curve"]
+        assert [c["step"] for c in curve] == [60, 120]
+        assert 0 < curve[0]["train_seconds"] < curve[1]["train_seconds"]
+        assert set(s["first_reached_s"]) == {"0.3", "0.5", "0.6", "0.7", "0.8", "0.9"}
+    assert "## Quality against compute" in md
     pngs = [rep["plots"]["losses"], rep["plots"]["voxels"], rep["plots"]["cost"],
+            rep["plots"]["quality_time"],
             *rep["plots"]["renders"].values()]
     assert len(rep["plots"]["renders"]) == 2
     for rel in pngs:

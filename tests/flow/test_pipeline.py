@@ -21,8 +21,8 @@ from meshdata import mesh_file
 VAE_TINY = [
     "model.latent_resolution=8", "model.points_per_shape=2048", "cameras.image_size=32",
     "encoder.width=16", "encoder.depth=1", "encoder.heads=2", "encoder.window=4",
-    "decoder.width=16", "decoder.depth=1", "decoder.heads=2", "decoder.window=4",
-    "pointnet.hidden=16", "pointnet.out=16", "upsampler.channels=[8, 8]", "loss.tsdf_views=4",
+    "decoder.width=32", "decoder.depth=1", "decoder.heads=2", "decoder.window=4",
+    "pointnet.hidden=16", "pointnet.out=16", "upsampler.channels=[16, 8]", "loss.tsdf_views=4",
     "train.checkpoint_every=0", "train.lr=5e-3", "loss.tsdf_steps=120",
 ]
 # the latent flow must overfit the two shapes' latents well enough for the VAE (an empty field
@@ -70,11 +70,28 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     mp.undo()
 
 
+def _scalar_steps(tensorboard: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tensorboard))
+    events.Reload()
+    return [e.step for e in events.Scalars(tag)]
+
+
 def test_run_folders_hold_config_weights_metrics_and_statistics(runs):
     s, lat = runs["structure"], runs["latent"]
-    assert json.loads((s / "checkpoints" / "latest.json").read_text())["step"] == 60  # 30 VAE + 30 flow
-    phases = [json.loads(line)["phase"] for line in (s / "metrics.jsonl").read_text().splitlines()]
-    assert phases[0] == "vae" and phases[-1] == "flow"
+    sub = s / "structure_vae"  # the structure VAE's own engine run: 30 steps, then 30 flow steps
+    assert json.loads((sub / "checkpoints" / "latest.json").read_text())["step"] == 30
+    assert json.loads((s / "checkpoints" / "latest.json").read_text())["step"] == 30
+    assert _scalar_steps(sub / "tensorboard", "loss/total")[-1] == 30
+    assert _scalar_steps(s / "tensorboard", "loss/flow")[-1] == 30
+    assert _scalar_steps(lat / "tensorboard", "loss/flow")[-1] == 200
+    # the flow phase leaves the structure VAE as its own run trained it
+    vae_weights = load_file(sub / "checkpoints" / "step_00000030.safetensors")
+    stage_weights = load_file(s / "checkpoints" / "step_00000030.safetensors")
+    for key, value in vae_weights.items():
+        torch.testing.assert_close(stage_weights[f"svae.{key}"], value, rtol=0, atol=0, msg=key)
+    assert any(k.startswith("dit.") for k in stage_weights)
     ious = json.loads((s / "summary.json").read_text())["structure_vae_iou"]
     assert set(ious) == {"mean", "couplingdown", "elephant-with-holes"} and 0 < ious["mean"] <= 1
     weights = load_file(lat / "checkpoints" / "step_00000200.safetensors")
@@ -88,7 +105,7 @@ def test_run_folders_hold_config_weights_metrics_and_statistics(runs):
 
 def test_generate_writes_a_non_empty_mesh_deterministically_by_seed(runs, tmp_path):
     common = ["generate", "--structure", str(runs["structure"]), "--latent", str(runs["latent"]),
-              "--mesh", str(mesh_file("couplingdown")), "--view", "2", "--threshold", "-100", "--steps", "4"]
+              "--mesh", str(mesh_file("couplingdown")), "--view", "2", "--steps", "4"]
     a, b, c = tmp_path / "a.ply", tmp_path / "b.ply", tmp_path / "c.ply"
     text = _run(common + ["-o", str(a), "--seed", "3"])
     assert "latent voxels" in text
@@ -114,7 +131,7 @@ def test_generate_and_train_flow_report_bad_input(runs, tmp_path):
 def test_eval_flow_reports_iou_chamfer_fscores_and_seconds(runs, tmp_path):
     out = tmp_path / "report.json"
     _run(["eval-flow", "--structure", str(runs["structure"]), "--latent", str(runs["latent"]),
-          "--data", str(runs["data"]), "--steps", "2", "--points", "2000", "--threshold", "-100", "--out", str(out)])
+          "--data", str(runs["data"]), "--steps", "2", "--points", "2000", "--out", str(out)])
     report = json.loads(out.read_text())
     assert report["held_out_views"] == [2] and len(report["rows"]) == 2
     for row in report["rows"]:
@@ -135,5 +152,25 @@ def test_resume_continues_the_latent_stage_exactly(runs, tmp_path):
           "--resume", "--quiet"])
     a = load_file(tmp_path / "straight" / "checkpoints" / "step_00000006.safetensors")
     b = load_file(tmp_path / "split" / "checkpoints" / "step_00000006.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_resume_continues_the_structure_stage_exactly_and_refuses_unasked_changes(runs, tmp_path):
+    base = ["train-flow", "--stage", "structure", "--vae", str(runs["vae"]), "--data", str(runs["data"]),
+            "--quiet"]
+    short = [s for s in FLOW_TINY if not s.startswith(("train.steps", "structure_vae.steps"))]
+    short += ["structure_vae.steps=3"]
+    _run(base + ["--out", str(tmp_path / "straight"), *_sets(short + ["train.steps=4"])])
+    _run(base + ["--out", str(tmp_path / "split"), *_sets(short + ["train.steps=2"])])
+    resume = ["train-flow", "--stage", "structure", "--data", str(runs["data"]), "--out", str(tmp_path / "split"),
+              "--resume", "--quiet", "--set", "train.steps=4"]
+    res = CliRunner().invoke(cli.get_app(), resume)
+    assert res.exit_code == 2 and "--allow-changes" in res.output
+    _run(resume + ["--allow-changes"])
+    changes = json.loads((tmp_path / "split" / "config_changes.json").read_text())
+    assert changes[0]["step"] == 2 and changes[0]["changes"]["train.steps"] == {"old": 2, "new": 4}
+    a = load_file(tmp_path / "straight" / "checkpoints" / "step_00000004.safetensors")
+    b = load_file(tmp_path / "split" / "checkpoints" / "step_00000004.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 
 from _training_fixtures import TINY  # noqa: E402
-from focusing.core.train.config import load_setup  # noqa: E402
+from focusing.core.config import load_setup  # noqa: E402
 from focusing.core.train.trainer import Trainer  # noqa: E402
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def _isolated_cache(tmp_path: Path, monkeypatch):
 @pytest.fixture
 def tiny_run(tiny_data: Path, tmp_path: Path) -> Path:
     """A run folder trained for one step with the tiny settings."""
-    from focusing.core.train.config import load_setup
+    from focusing.core.config import load_setup
     from focusing.core.train.trainer import Trainer
 
     run = tmp_path / "tiny-run"
@@ -59,7 +59,7 @@ def tiny_run(tiny_data: Path, tmp_path: Path) -> Path:
 def surface_run(tiny_data: Path, tmp_path: Path) -> Path:
     """A tiny run trained long enough (80 render-free steps) to decode a surface: the decoder
     starts as an empty field."""
-    from focusing.core.train.config import load_setup
+    from focusing.core.config import load_setup
     from focusing.core.train.trainer import Trainer
 
     run = tmp_path / "surface-run"

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from focusing.core import cli
 from focusing.core.plugins import get_registry
-from focusing.core.train.config import load_setup
+from focusing.core.config import load_setup
 from focusing.core.train.trainer import Trainer
 
 from _training_fixtures import TINY, _isolated_cache, tiny_data  # noqa: F401 (fixtures)

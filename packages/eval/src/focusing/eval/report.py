@@ -296,6 +296,51 @@ def plot_renders(name: str, gt_path: Path, recons: dict[str, str | None], views:
 
 # --------------------------------------------------------------------------------------------
 # the report
+def quality_curve(run_dir: Path) -> list[dict]:
+    """Mean F-score of the training meshes per evaluation of a run (RUN/quality.jsonl, written
+    every train.eval_every steps): [{"step", "train_seconds", "fscore"}], in step order."""
+    path = Path(run_dir) / "quality.jsonl"
+    if not path.exists():
+        return []
+    by_step: dict[int, dict] = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("split") != "train":
+            continue
+        e = by_step.setdefault(row["step"], {"step": row["step"],
+                                             "train_seconds": row["train_seconds"], "f": []})
+        e["f"].append(row["fscore"])
+    return [{"step": e["step"], "train_seconds": e["train_seconds"],
+             "fscore": float(np.mean(e["f"]))} for _, e in sorted(by_step.items())]
+
+
+def first_reached(curve: list[dict], levels=(0.3, 0.5, 0.6, 0.7, 0.8, 0.9)) -> dict:
+    """{F level: training seconds of the first evaluation at or above it, or None}."""
+    out = {}
+    for level in levels:
+        hit = next((c for c in curve if c["fscore"] >= level), None)
+        out[f"{level:g}"] = None if hit is None else hit["train_seconds"]
+    return out
+
+
+def plot_quality_over_time(setups: dict, path: Path) -> bool:
+    """F-score of the training meshes against optimisation seconds, one line per setup."""
+    curves = {label: e["quality_curve"] for label, e in setups.items() if e.get("quality_curve")}
+    if not curves:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, curve in curves.items():
+        ax.plot([c["train_seconds"] for c in curve], [c["fscore"] for c in curve], "o-", label=label)
+    ax.set_xlabel("training seconds (optimisation only)")
+    ax.set_ylabel("mean F-score, training meshes (eval subset)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, path)
+    return True
+
+
 def build_report(specs, budget, trained: dict, rows: dict, meshes: dict, out: Path,
                  command: str = "", timings: dict | None = None) -> dict:
     """Collect every figure into one dict and draw the plots it references (under out/plots)."""
@@ -312,12 +357,16 @@ def build_report(specs, budget, trained: dict, rows: dict, meshes: dict, out: Pa
         entry["selectors"] = {"latent": cfg["selectors"]["latent"],
                               "output": cfg["selectors"]["output"]}
         entry["upsampler"] = cfg["upsampler"]["name"]
+        entry["quality_curve"] = quality_curve(out / "runs" / s.slug)
+        entry["first_reached_s"] = first_reached(entry["quality_curve"])
         setups[s.label] = entry
     plots = {"losses": "plots/loss_curves.png", "voxels": "plots/voxels.png",
              "cost": "plots/cost.png", "renders": {}}
     plot_losses(setups, out / plots["losses"])
     plot_voxels(setups, out / plots["voxels"])
     plot_cost(setups, out / plots["cost"])
+    if plot_quality_over_time(setups, out / "plots/quality_time.png"):
+        plots["quality_time"] = "plots/quality_time.png"
     if budget.render_views > 0:
         for name, (split, src) in tqdm(meshes.items(), desc="normal renders", unit="mesh",
                                        file=__import__("sys").stderr):
@@ -395,6 +444,16 @@ def render_markdown(rep: dict) -> str:
                   f"Chamfer L2 x{_f(c['chamfer_l2_ratio'], '{:.2f}')} (lower is better), "
                   f"F-score {_f(c['fscore_difference'], '{:+.3f}')}, "
                   f"normal consistency {_f(c['normal_consistency_difference'], '{:+.3f}')}")
+    if rep["plots"].get("quality_time"):
+        levels = list(next(iter(setups.values()))["first_reached_s"])
+        md += ["", "## Quality against compute", "",
+               "Mean F-score of the evaluated training meshes at each `train.eval_every` "
+               "evaluation, against the optimisation seconds spent so far (evaluation and "
+               "checkpoint time excluded). First training second at which each F-score was reached:", ""]
+        md.append(_md_table(["setup"] + [f"F >= {lv}" for lv in levels],
+                            [[l] + [_f(setups[l]["first_reached_s"][lv], "{:.0f} s") for lv in levels]
+                             for l in labels]))
+        md += ["", f"![F-score against training seconds]({rep['plots']['quality_time']})"]
     md += ["", "## Cost per setup", ""]
     rows = []
     for l in labels:

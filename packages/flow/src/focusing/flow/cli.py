@@ -19,33 +19,50 @@ def train_flow_command(
     stage: str = typer.Option(..., "--stage", help="structure (structure VAE, then structure flow) or latent."),
     vae: Optional[Path] = typer.Option(None, "--vae", help="Shape VAE run folder (from `focusing train`)."),
     data: Path = typer.Option(..., "--data", help="Folder of meshes (the VAE's training meshes)."),
-    out: Path = typer.Option(..., "--out", help="Run folder (config, metrics, TensorBoard, checkpoints)."),
+    out: Path = typer.Option(..., "--out", help="Run folder (config, summary, TensorBoard, checkpoints)."),
     overrides: List[str] = typer.Option([], "--set", help="Override a flow setting: key=value (TOML value)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest intact checkpoint (its stored config, --set on top)."),
+    allow_changes: bool = typer.Option(False, "--allow-changes", help="With --resume: accept --set changes to the stored config (not in model shape); recorded in config_changes.json."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Train one stage of the image-to-3D flow on the latents of a trained shape VAE."""
+    """Train one stage of the image-to-3D flow on the latents of a trained shape VAE (on core's
+    training engine; also runs under `torchrun`)."""
+    from focusing.core.config import ConfigError
+    from focusing.core.engine import CheckpointError, NonFiniteError
     from focusing.core.plugins import PluginError
-    from focusing.core.train.config import ConfigError
     from focusing.flow.stages import STAGES, load_flow_config
-    from focusing.flow.train import FlowTrainer, last_loss
+    from focusing.flow.train import FlowTrainer, last_loss, resume_config
 
     if stage not in STAGES:
         _fail(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
     try:
-        cfg = load_flow_config(list(overrides) + [f'stage="{stage}"'])
-        if not resume:
+        if resume:
+            if not (out / "config.json").exists():
+                _fail(f"--resume: {out} holds no run")
+            cfg = resume_config(out, list(overrides))
+            if cfg["stage"] != stage:
+                _fail(f"--resume: {out} is a {cfg['stage']} run, not {stage}")
+        else:
+            cfg = load_flow_config(list(overrides) + [f'stage="{stage}"'])
             if vae is None:
                 _fail("--vae RUN is required (the shape VAE run folder)")
             cfg["vae_run"] = str(vae)
-        trainer = FlowTrainer(cfg, data, out, resume=resume, progress=not quiet)
-    except (ConfigError, PluginError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        trainer = FlowTrainer(cfg, data, out, resume=resume, progress=not quiet,
+                              allow_changes=allow_changes)
+    except (ConfigError, PluginError, FileNotFoundError, FileExistsError, ValueError, CheckpointError) as exc:
         _fail(str(exc))
     try:
         history = trainer.fit()
+    except (NonFiniteError, CheckpointError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
     finally:
         trainer.close()
-    typer.echo(f"trained the {stage} flow to step {trainer.step}: loss {last_loss(history):.5f}; run folder {out}")
+    if trainer.dist.is_main:
+        skipped = trainer.engine.skipped_total
+        typer.echo(f"trained the {stage} flow to step {trainer.step}: loss {last_loss(history):.5f}"
+                   f"{f' ({skipped} non-finite steps skipped)' if skipped else ''}; run folder {out} "
+                   f"(tensorboard --logdir {out})")
 
 
 train_flow_command.command_name = "train-flow"
@@ -61,7 +78,7 @@ def generate_command(
     seed: int = typer.Option(0, "--seed", help="Noise seed (same seed, same mesh)."),
     mesh: Optional[Path] = typer.Option(None, "--mesh", help="Condition on a render of this mesh instead of IMAGE."),
     view: int = typer.Option(0, "--view", help="With --mesh: the view index (views >= views.count were held out)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Shape VAE occupancy logit to keep a voxel (default: the VAE run's)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Shape VAE occupancy logit to keep a voxel (default: the VAE run's calibrated one, calibration.json)."),
 ) -> None:
     """Generate a mesh from one image (or from a render of --mesh) with the two flow stages."""
     from focusing.core.geometry.mesh import MeshError, save_mesh
@@ -77,8 +94,8 @@ def generate_command(
     except (MeshError, FileNotFoundError, ValueError, RuntimeError) as exc:
         _fail(str(exc))
     if len(result.mesh.faces) == 0:
-        _fail("the decoded surface is empty: after short training the VAE prunes every voxel at its "
-              "default threshold; try --threshold -1 (a lower occupancy logit) or train longer")
+        _fail("the decoded surface is empty: the sampled latents hold no surface for the shape VAE "
+              "(after short training of the VAE or the latent flow); train longer, or try another --seed")
     save_mesh(result.mesh, output)
     typer.echo(f"wrote {output}: {len(result.mesh.vertices)} vertices, {len(result.mesh.faces)} faces, "
                f"{len(result.structure)} latent voxels, {result.seconds:.2f} s")

@@ -15,7 +15,8 @@ from focusing.core.geometry.mesh import Mesh, load_mesh
 from focusing.core.sparse.tensor import SparseTensor
 from focusing.core.sparseflex.field import sparseflex_from_features
 from focusing.core.sparseflex.flexicubes import extract_mesh
-from focusing.core.train.reconstruct import decode_in_chunks
+from focusing.core.vae.calibration import load_calibrated_threshold
+from focusing.core.vae.reconstruct import decode_in_chunks
 from focusing.flow import rectified_flow as rf
 from focusing.flow.stages import LatentStage, StructureStage, load_stage, load_vae
 from focusing.flow.structure_vae import occupied_coords
@@ -38,6 +39,10 @@ class ImageTo3D:
         self.structure, self.structure_cfg = load_stage(structure_run, expect="structure")
         self.latent, self.latent_cfg = load_stage(latent_run, expect="latent")
         self.vae, self.vae_cfg = load_vae(Path(self.latent_cfg["vae_run"]))
+        calibrated = load_calibrated_threshold(Path(self.latent_cfg["vae_run"]))
+        # the VAE run's calibrated occupancy logit (calibration.json), else its setup's
+        self.threshold = (float(self.vae_cfg["inference"]["occupancy_threshold"])
+                          if calibrated is None else calibrated)
         r_s, r_l = self.structure.resolution, self.latent.resolution
         if r_s != r_l or r_l != int(self.vae_cfg["model"]["latent_resolution"]):
             raise ValueError(f"the runs disagree on the latent resolution: structure {r_s}, latent {r_l}, "
@@ -84,8 +89,9 @@ class ImageTo3D:
 
     @torch.no_grad()
     def decode(self, z: SparseTensor, threshold: float | None = None) -> Mesh:
-        """Shape VAE decode (pruned by occupancy) and SparseFlex meshing; a unit-box Mesh."""
-        thr = float(self.vae_cfg["inference"]["occupancy_threshold"] if threshold is None else threshold)
+        """Shape VAE decode (pruned at `threshold`, default the VAE run's calibrated occupancy
+        logit) and SparseFlex meshing; a unit-box Mesh."""
+        thr = self.threshold if threshold is None else float(threshold)
         out = decode_in_chunks(self.vae, z, int(self.vae_cfg["inference"]["chunk_voxels"]),
                                halo=int(self.vae_cfg["decoder"]["window"]), threshold=thr)
         result = extract_mesh(sparseflex_from_features(out), training=False)

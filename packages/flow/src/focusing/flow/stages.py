@@ -9,7 +9,6 @@ from a wheel or a file) are rebuilt from the config and never copied into a run.
 from __future__ import annotations
 
 import copy
-import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from focusing.core.train.config import ConfigError, parse_override
+from focusing.core.config import ConfigError, parse_override
 from focusing.flow.dit import StructureDiT
 from focusing.flow.encoders import ImageEncoder, build_encoder
 from focusing.flow.latent_flow import LatentFlowDiT
@@ -62,10 +61,12 @@ def load_flow_config(overrides: list[str] | tuple[str, ...] = (), base: dict | N
 
 
 def load_vae(run_dir: Path) -> tuple[nn.Module, dict]:
-    """The shape VAE of a `focusing train` run folder (latest weights, eval mode) and its config."""
-    from focusing.core.train.reconstruct import load_model
+    """The shape VAE of a `focusing train` run folder (newest intact weights, eval mode) and its
+    config as a plain dict."""
+    from focusing.core.vae.reconstruct import load_model
 
-    return load_model(Path(run_dir))
+    model, setup = load_model(Path(run_dir))
+    return model, setup.to_dict()
 
 
 class _Stage(nn.Module):
@@ -148,19 +149,16 @@ def build_stage(cfg: dict, vae_cfg: dict) -> _Stage:
 
 def load_stage(run_dir: Path, expect: str | None = None, step: int | None = None) -> tuple[_Stage, dict]:
     """The stage module of a `train-flow` run folder (weights of `step`, default latest) and its config."""
-    from focusing.core.train import checkpoint
+    from focusing.core.engine import load_weights, read_run_config
 
     run_dir = Path(run_dir)
-    cfg_file = run_dir / "config.json"
-    if not cfg_file.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
-    cfg = json.loads(cfg_file.read_text())
+    cfg = read_run_config(run_dir)
     if "stage" not in cfg or "vae_config" not in cfg:
         raise FileNotFoundError(f"{run_dir} is not a train-flow run folder")
     if expect is not None and cfg["stage"] != expect:
         raise ValueError(f"{run_dir} is a {cfg['stage']} run, expected a {expect} run")
     model = build_stage(cfg, cfg["vae_config"])
-    checkpoint.load_weights(run_dir, model, step)
+    load_weights(run_dir, model, step)
     model.eval()
     return model, cfg
 

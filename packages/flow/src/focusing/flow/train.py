@@ -1,36 +1,54 @@
-"""Training of the two flow stages: `structure_loss` and `latent_loss`, one step each, and a
-minimal loop around them.
+"""Training of the two flow stages as TrainSteps of core's shared engine (focusing.core.engine).
 
-TO BE MOVED ONTO THE SHARED TRAINING ENGINE (DESIGN.md "The training engine"): when core's engine
-lands, the two loss functions become TrainSteps plugged into it, and `FlowTrainer.fit` (run
-folder, step loop, warm-up, clipping, non-finite guard, checkpoints, resume, TensorBoard) goes.
-The loop here is single-process (no torchrun yet).
+The engine owns everything a run shares with the VAE trainer: the run folder (config.json,
+config_changes.json, tensorboard/, checkpoints/), AdamW with linear warm-up + cosine decay,
+gradient clipping, the non-finite guard, safetensors checkpoints with exact resume and
+torchrun. This module supplies only the steps:
 
-Stage `structure` trains in two phases in one run: first the structure VAE on the occupancy of
-the shape VAE's latent voxels (`structure_vae.steps`), then, with it frozen, the structure flow on
-its latent means (`train.steps`). Stage `latent` trains the structured-latent flow on the shape
-VAE's latent means at the true voxels, standardised per channel (statistics in the run). Every
-random draw of step s comes from generators seeded by (seed, s), so `--resume` continues exactly.
+- `StructureVAEStep`: the structure VAE on the occupancy of the shape VAE's latent voxels
+  (Dice/BCE + KL), its own engine run in RUN/structure_vae/ (structure_vae.steps at
+  structure_vae.lr), because it has its own schedule and must stay untouched afterwards;
+- `StructureStep`: then, with that VAE frozen, the structure flow on its latent means
+  (train.steps, in RUN/); its checkpoint holds the whole StructureStage (VAE included);
+- `LatentStep`: the structured-latent flow on the shape VAE's latent means at the true voxels,
+  standardised per channel (statistics in the module's buffers and RUN/summary.json).
+
+Every random draw of slot k of step s (its view, t, noise, dropped condition) comes from
+generators seeded by (seed, s, k), so `--resume` continues exactly and a torchrun process draws
+the same for a slot as a single process would.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from focusing.core.config import ConfigError, TrainConfig, check_value, dumps, load_defaults
+from focusing.core.engine import (
+    Engine, StepOutput, StepResult, TrainStep, check_run_folder, load_weights, prepare,
+    read_run_config,
+)
+from focusing.core.engine.checkpoint import latest_step
+from focusing.core.io import write_text_atomic
 from focusing.core.sparse.tensor import SparseTensor, collate
-from focusing.core.train import checkpoint
 from focusing.core.train.data import ShapeDataset, default_cache_dir, shape_order
 from focusing.flow import rectified_flow as rf
 from focusing.flow.stages import LatentStage, StructureStage, build_stage, load_vae, parameter_count
 from focusing.flow.structure_vae import iou, occupancy_grid, structure_vae_loss
 from focusing.flow.views import cached_views, view_settings
+
+STRUCTURE_VAE_DIR = "structure_vae"  # the structure VAE's own engine run, inside the structure run
+# Config keys that fix a stage module's parameter shapes: a resume that changes them is refused.
+STRUCTURE_VAE_SHAPE_KEYS = ("stage", "structure_vae.channels", "structure_vae.latent_channels",
+                            "structure_vae.blocks_per_level")
+STRUCTURE_SHAPE_KEYS = STRUCTURE_VAE_SHAPE_KEYS + ("structure_flow", "encoder", "vae_config.model")
+LATENT_SHAPE_KEYS = ("stage", "latent_flow", "encoder", "vae_config.model", "vae_config.backend")
 
 
 @dataclass
@@ -44,14 +62,14 @@ class FlowShape:
     latents: torch.Tensor | None = None  # [K,C] the VAE's latent means (standardised once the stats are known)
 
 
-@dataclass
-class StepLog:
-    """What one step measured."""
-
-    step: int
-    phase: str
-    terms: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
+def flow_train_config(train: dict) -> TrainConfig:
+    """The engine's TrainConfig of a flow [train] table (keys only the VAE reads, such as
+    image_every, take core's defaults); every value checked as core checks it."""
+    merged = {**load_defaults()["train"], **train}
+    values = {}
+    for f in dataclasses.fields(TrainConfig):
+        values[f.name] = check_value(f"train.{f.name}", merged[f.name], f.metadata["rule"])
+    return TrainConfig(**values)
 
 
 def prepare_shapes(cfg: dict, vae, vae_cfg: dict, data_dir: Path, with_latents: bool,
@@ -76,216 +94,261 @@ def prepare_shapes(cfg: dict, vae, vae_cfg: dict, data_dir: Path, with_latents: 
     return shapes
 
 
-def _draws(cfg: dict, step: int, n_shapes: int) -> tuple[list[int], list[int], torch.Generator]:
-    """Shapes, training-view indices and the torch generator of a step (fixed by seed and step)."""
-    seed, batch = int(cfg["train"]["seed"]), int(cfg["train"]["batch_size"])
-    shapes = shape_order(n_shapes, step, batch, seed)
-    rng = np.random.default_rng([seed, step, 7])
-    views = [int(v) for v in rng.integers(0, int(cfg["views"]["count"]), size=batch)]
-    return shapes, views, torch.Generator().manual_seed(seed * 1_000_003 + step)
+class _FlowStep(TrainStep):
+    """What the flow steps share: the batch of a step's slots and their seeded generators."""
+
+    def __init__(self, cfg: dict, shapes: list[FlowShape], device: torch.device):
+        self.cfg = cfg
+        self.shapes = shapes
+        self.device = device
+        self.seed, self.batch = int(cfg["train"]["seed"]), int(cfg["train"]["batch_size"])
+
+    def draws(self, step: int, slots: list[int]) -> tuple[list[FlowShape], torch.Tensor, list[torch.Generator]]:
+        """The shapes of `slots` at `step`, one training view each [B,3,S,S] and one generator
+        per slot, all fixed by (seed, step, slot)."""
+        order = shape_order(len(self.shapes), step, self.batch, self.seed)
+        shapes, views, gens = [], [], []
+        for slot in slots:
+            rng = np.random.default_rng([self.seed, step, slot, 7])
+            shape = self.shapes[order[slot]]
+            shapes.append(shape)
+            views.append(shape.views[int(rng.integers(int(self.cfg["views"]["count"])))])
+            gens.append(torch.Generator().manual_seed(int(rng.integers(2**62))))
+        return shapes, torch.stack(views).to(self.device), gens
+
+    def flow_draws(self, tokens: torch.Tensor, shapes_rows: list[tuple[int, ...]],
+                   gens: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Per slot: its condition (zeroed with probability flow.cond_drop), its t and noise of
+        shape shapes_rows[i]; (tokens [B,T,C], t [B], [noise_i])."""
+        fl = self.cfg["flow"]
+        kept, times, noise = [], [], []
+        for i, g in enumerate(gens):
+            kept.append(rf.drop_condition(tokens[i:i + 1], float(fl["cond_drop"]), g)[0])
+            times.append(rf.sample_t(1, g, float(fl["t_mean"]), float(fl["t_std"])))
+            noise.append(torch.randn(shapes_rows[i], generator=g))
+        return torch.cat(kept), torch.cat(times).to(self.device), noise
 
 
-def structure_loss(model: StructureStage, cfg: dict, occupancy: torch.Tensor, images: torch.Tensor,
-                   phase: str, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-    """One structure-stage loss: phase "vae" (Dice/BCE + KL of occupancy [B,1,R,R,R]) or phase
-    "flow" (rectified flow on the frozen VAE's latent means, conditioned on images [B,3,S,S])."""
-    sv, fl = cfg["structure_vae"], cfg["flow"]
-    if phase == "vae":
-        return structure_vae_loss(model.svae, occupancy, float(sv["kl"]), sv["loss"], generator)
-    with torch.no_grad():
-        x0, _ = model.svae.encode(occupancy)
-    b, dev = x0.shape[0], x0.device
-    tokens, _ = rf.drop_condition(model.encode_images(images), float(fl["cond_drop"]), generator)
-    t = rf.sample_t(b, generator, float(fl["t_mean"]), float(fl["t_std"])).to(dev)
-    eps = torch.randn(x0.shape, generator=generator).to(dev)
-    x_t = rf.interpolate(x0, eps, t, float(fl["sigma_min"]))
-    loss = rf.flow_loss(model.dit(x_t, t, tokens), x0, eps, float(fl["sigma_min"]))
-    return loss, {"flow": float(loss.detach())}
+class StructureVAEStep(_FlowStep):
+    """The structure VAE's step: Dice/BCE + KL on the latent occupancy [B,1,R,R,R] of the batch."""
+
+    shape_keys = STRUCTURE_VAE_SHAPE_KEYS
+
+    def __init__(self, cfg: dict, shapes: list[FlowShape], stage: StructureStage, device: torch.device):
+        super().__init__(cfg, shapes, device)
+        self.stage = stage
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The structure VAE."""
+        return self.stage.svae
+
+    def loss(self, step: int, slots: list[int]) -> StepOutput:
+        """Occupancy reconstruction loss of the slots' shapes (generator of the first slot)."""
+        shapes, _, gens = self.draws(step, slots)
+        occ = torch.stack([s.occupancy for s in shapes]).to(self.device)
+        sv = self.cfg["structure_vae"]
+        loss, terms = structure_vae_loss(self.stage.svae, occ, float(sv["kl"]), sv["loss"], gens[0])
+        return StepOutput(loss, terms={**terms, "total": float(loss.detach())})
+
+    @torch.no_grad()
+    def shape_iou(self) -> dict[str, float]:
+        """IoU of each shape's reconstruction (latent mean, logits > 0) with its occupancy."""
+        svae = self.stage.svae
+        was_training = svae.training
+        svae.eval()
+        out = {}
+        for s in self.shapes:
+            occ = s.occupancy[None].to(self.device)
+            mean, _ = svae.encode(occ)
+            out[s.name] = iou(svae.decode(mean) > 0, occ)
+        svae.train(was_training)
+        return out
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Mean reconstruction IoU over the shapes (eval/iou), every train.eval_every steps."""
+        return {"iou": float(np.mean(list(self.shape_iou().values())))}
 
 
-def latent_loss(model: LatentStage, cfg: dict, latents: SparseTensor, images: torch.Tensor,
-                generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-    """One latent-stage loss: rectified flow on packed normalised latents [N,C] (B shapes, each
-    its own t), conditioned on images [B,3,S,S]."""
-    fl = cfg["flow"]
-    b, dev = latents.batch_size, latents.device
-    x0 = latents.feats
-    tokens, _ = rf.drop_condition(model.encode_images(images), float(fl["cond_drop"]), generator)
-    t = rf.sample_t(b, generator, float(fl["t_mean"]), float(fl["t_std"])).to(dev)
-    eps = torch.randn(x0.shape, generator=generator).to(dev)
-    x_t = rf.interpolate(x0, eps, rf.expand_per_row(t, latents.coords[:, 0]), float(fl["sigma_min"]))
-    v = model.dit(latents.replace(x_t), t, tokens)
-    loss = rf.flow_loss(v.feats, x0, eps, float(fl["sigma_min"]))
-    return loss, {"flow": float(loss.detach())}
+class StructureStep(_FlowStep):
+    """The structure flow's step: rectified flow on the frozen structure VAE's latent means
+    [B,C,G,G,G], conditioned on one view of each shape."""
+
+    shape_keys = STRUCTURE_SHAPE_KEYS
+
+    def __init__(self, cfg: dict, shapes: list[FlowShape], stage: StructureStage, device: torch.device):
+        super().__init__(cfg, shapes, device)
+        self.stage = stage
+        stage.svae.requires_grad_(False)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The whole StructureStage (its frozen VAE is checkpointed, not optimised)."""
+        return self.stage
+
+    def loss(self, step: int, slots: list[int]) -> StepOutput:
+        """Flow-matching loss of the slots' shapes."""
+        shapes, images, gens = self.draws(step, slots)
+        self.stage.svae.eval()
+        occ = torch.stack([s.occupancy for s in shapes]).to(self.device)
+        with torch.no_grad():
+            x0, _ = self.stage.svae.encode(occ)
+        tokens, t, noise = self.flow_draws(self.stage.encode_images(images),
+                                           [(1, *x0.shape[1:])] * len(shapes), gens)
+        eps = torch.cat(noise).to(self.device)
+        sigma_min = float(self.cfg["flow"]["sigma_min"])
+        x_t = rf.interpolate(x0, eps, t, sigma_min)
+        loss = rf.flow_loss(self.stage.dit(x_t, t, tokens), x0, eps, sigma_min)
+        return StepOutput(loss, terms={"flow": float(loss.detach()), "total": float(loss.detach())})
+
+
+class LatentStep(_FlowStep):
+    """The latent flow's step: rectified flow on the packed normalised latent means [N,C] of the
+    slots' shapes (each its own t), conditioned on one view of each."""
+
+    shape_keys = LATENT_SHAPE_KEYS
+
+    def __init__(self, cfg: dict, shapes: list[FlowShape], stage: LatentStage, device: torch.device):
+        super().__init__(cfg, shapes, device)
+        self.stage = stage
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The LatentStage (DiT, trained encoder, latent statistics)."""
+        return self.stage
+
+    def loss(self, step: int, slots: list[int]) -> StepOutput:
+        """Flow-matching loss of the slots' shapes."""
+        shapes, images, gens = self.draws(step, slots)
+        r = self.stage.resolution
+        parts = [SparseTensor(torch.cat([s.coords.new_zeros(len(s.coords), 1), s.coords], 1), s.latents, r)
+                 for s in shapes]
+        latents = collate(parts).to(self.device)
+        tokens, t, noise = self.flow_draws(self.stage.encode_images(images),
+                                           [tuple(s.latents.shape) for s in shapes], gens)
+        x0, eps = latents.feats, torch.cat(noise).to(self.device)  # collate keeps the slot order
+        sigma_min = float(self.cfg["flow"]["sigma_min"])
+        x_t = rf.interpolate(x0, eps, rf.expand_per_row(t, latents.coords[:, 0]), sigma_min)
+        v = self.stage.dit(latents.replace(x_t), t, tokens)
+        loss = rf.flow_loss(v.feats, x0, eps, sigma_min)
+        return StepOutput(loss, terms={"flow": float(loss.detach()), "total": float(loss.detach())})
+
+
+def _structure_vae_config(cfg: dict) -> dict:
+    """The config of the structure VAE's own run: its table, and [train] with its steps and lr."""
+    sv = cfg["structure_vae"]
+    train = {**cfg["train"], "steps": int(sv["steps"]), "lr": float(sv["lr"])}
+    return {"stage": "structure_vae", "vae_run": cfg["vae_run"], "structure_vae": sv, "train": train}
 
 
 class FlowTrainer:
-    """A train-flow run: prepares the data, trains the stage, writes the run folder."""
+    """A train-flow run: prepares the data, trains the stage on the shared engine."""
 
-    def __init__(self, cfg: dict, data_dir: Path, run_dir: Path, resume: bool = False, progress: bool = True):
+    def __init__(self, cfg: dict, data_dir: Path, run_dir: Path, resume: bool = False,
+                 progress: bool = True, allow_changes: bool = False, dist_info=None):
         self.run_dir = Path(run_dir)
         self.progress = progress
-        if (self.run_dir / "config.json").exists() and not resume:
-            raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it")
-        if resume:
-            if not (self.run_dir / "config.json").exists():
-                raise FileNotFoundError(f"--resume: {self.run_dir} holds no run")
-            cfg = json.loads((self.run_dir / "config.json").read_text())
+        self.resume, self.allow_changes = resume, allow_changes
         self.vae, vae_cfg = load_vae(Path(cfg["vae_run"]))
         cfg = {**cfg, "vae_run": str(Path(cfg["vae_run"]).resolve()), "vae_config": vae_cfg}
-        self.cfg = cfg
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        torch.manual_seed(int(cfg["train"]["seed"]))  # the same initial weights for the same seed
-        self.model = build_stage(cfg, vae_cfg)
-        self.stage = cfg["stage"]
-        self.shapes = prepare_shapes(cfg, self.vae, vae_cfg, data_dir, self.stage == "latent", progress)
+        self.cfg, self.stage = cfg, cfg["stage"]
+        self.train = flow_train_config(cfg["train"])
+        shape_keys = STRUCTURE_SHAPE_KEYS if self.stage == "structure" else LATENT_SHAPE_KEYS
+        # the run folder is checked before the (slow) data preparation
+        flow_resume = resume and (self.run_dir / "checkpoints").exists()
+        if resume and not (self.run_dir / "config.json").exists():
+            raise FileNotFoundError(f"--resume: {self.run_dir} holds no run")
+        if not resume and (self.run_dir / "config.json").exists():
+            raise FileExistsError(f"run folder {self.run_dir} already holds a run; use --resume or another --out")
+        check_run_folder(self.run_dir, cfg, flow_resume, allow_changes, shape_keys)
+        self.dist = dist_info or prepare(self.train)  # seeds torch: the same weights for the same seed
+        if self.dist.is_main and not flow_resume:
+            # written now (the engine rewrites it) so that a run stopped in the structure VAE's
+            # phase can be resumed
+            write_text_atomic(self.run_dir / "config.json", dumps(cfg), make_parents=True)
+        self.device = self.dist.device
+        self.model = build_stage(cfg, vae_cfg).to(self.device)
+        self.shapes = prepare_shapes(cfg, self.vae, vae_cfg, data_dir, self.stage == "latent",
+                                     progress and self.dist.is_main)
         if self.stage == "latent":
             allz = torch.cat([s.latents for s in self.shapes])
             self.model.latent_mean.copy_(allz.mean(0))
             self.model.latent_std.copy_(allz.std(0).clamp_min(1e-6) if len(allz) > 1 else torch.ones(allz.shape[1]))
             for s in self.shapes:
-                s.latents = self.model.normalize(s.latents)
-        self.model.to(self.device)
-        tr = cfg["train"]
-        self.vae_steps = int(cfg["structure_vae"]["steps"]) if self.stage == "structure" else 0
-        self.total_steps = self.vae_steps + int(tr["steps"])
-        groups = [{"params": [p for n, p in self.model.named_parameters() if not n.startswith("svae.")],
-                   "lr": float(tr["lr"])}]
+                s.latents = self.model.normalize(s.latents.to(self.device)).cpu()
+        self.vae_history: list[StepResult] = []
         if self.stage == "structure":
-            groups.append({"params": list(self.model.svae.parameters()), "lr": float(cfg["structure_vae"]["lr"])})
-        self.optimizer = torch.optim.AdamW(groups, weight_decay=float(tr["weight_decay"]))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._warmup)
-        self.step = 0
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume and checkpoint.latest_step(self.run_dir) is not None:
-            self.step = checkpoint.load_weights(self.run_dir, self.model)
-            checkpoint.load_training_state(self.run_dir, self.step, self.optimizer, self.scheduler)
+            self._train_structure_vae()
+            self.trainstep: TrainStep = StructureStep(cfg, self.shapes, self.model, self.device)
         else:
-            checkpoint.atomic_write_text(self.run_dir / "config.json", json.dumps(cfg, indent=2, sort_keys=True))
-            summary = {"stage": self.stage, "parameters": parameter_count(self.model),
-                       "shapes": [s.name for s in self.shapes]}
-            if self.stage == "latent":
-                summary["latent_mean"] = self.model.latent_mean.tolist()
-                summary["latent_std"] = self.model.latent_std.tolist()
-            checkpoint.atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
-        self.writer = None
+            self.trainstep = LatentStep(cfg, self.shapes, self.model, self.device)
+        self.engine = Engine(self.trainstep, self.train, self.run_dir, cfg, resume=flow_resume,
+                             allow_changes=allow_changes, progress=progress, dist_info=self.dist,
+                             name=f"flow {self.stage}")
+        if self.dist.is_main and not (self.run_dir / "summary.json").exists():
+            self._write_summary()
+
+    def _train_structure_vae(self) -> None:
+        """Phase one of the structure stage: the structure VAE's own engine run in
+        RUN/structure_vae (skipped when it is complete; resumed when it was interrupted)."""
+        sub_dir = self.run_dir / STRUCTURE_VAE_DIR
+        sub_cfg = _structure_vae_config(self.cfg)
+        steps = int(sub_cfg["train"]["steps"])
+        if self.resume and (self.run_dir / "checkpoints").exists():
+            return  # the flow has started: its checkpoint holds the trained structure VAE
+        if self.resume and (sub_dir / "checkpoints").exists() and latest_step(sub_dir) == steps:
+            load_weights(sub_dir, self.model.svae, steps)
+            self.structure_vae_iou = StructureVAEStep(self.cfg, self.shapes, self.model, self.device).shape_iou()
+            return
+        step = StructureVAEStep(self.cfg, self.shapes, self.model, self.device)
+        engine = Engine(step, flow_train_config(sub_cfg["train"]), sub_dir, sub_cfg,
+                        resume=self.resume and (sub_dir / "checkpoints").exists(),
+                        allow_changes=self.allow_changes, progress=self.progress, dist_info=self.dist,
+                        name="structure VAE")
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            self.vae_history = engine.fit()
+            self.structure_vae_iou = step.shape_iou()
+            if engine.writer is not None:
+                engine.writer.add_scalar("eval/iou", float(np.mean(list(self.structure_vae_iou.values()))),
+                                         engine.step)
+        finally:
+            engine.close()
 
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-        except ImportError:  # tensorboard not installed: metrics.jsonl still has everything
-            pass
+    def _write_summary(self) -> None:
+        summary = {"stage": self.stage, "parameters": parameter_count(self.model),
+                   "shapes": [s.name for s in self.shapes]}
+        if self.stage == "latent":
+            summary["latent_mean"] = self.model.latent_mean.tolist()
+            summary["latent_std"] = self.model.latent_std.tolist()
+        per_shape = getattr(self, "structure_vae_iou", None)
+        if per_shape:
+            summary["structure_vae_iou"] = {"mean": float(np.mean(list(per_shape.values()))), **per_shape}
+        write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2))
 
-    def _warmup(self, step: int) -> float:
-        start = self.vae_steps if step >= self.vae_steps else 0
-        return min(1.0, (step - start + 1) / max(1, int(self.cfg["train"]["warmup_steps"])))
+    @property
+    def step(self) -> int:
+        """Flow steps done so far."""
+        return self.engine.step
 
-    def phase(self, step: int) -> str:
-        """Which model step `step` trains: "vae" (structure VAE) or "flow"."""
-        return "vae" if step < self.vae_steps else "flow"
-
-    def loss(self, step: int) -> tuple[torch.Tensor, dict[str, float], str]:
-        """The loss of step `step` on its batch (drawn from the seed and the step)."""
-        idx, views, g = _draws(self.cfg, step, len(self.shapes))
-        images = torch.stack([self.shapes[i].views[v] for i, v in zip(idx, views)]).to(self.device)
-        phase = self.phase(step)
-        if self.stage == "structure":
-            occ = torch.stack([self.shapes[i].occupancy for i in idx]).to(self.device)
-            self.model.svae.train(phase == "vae")
-            self.model.svae.requires_grad_(phase == "vae")
-            loss, terms = structure_loss(self.model, self.cfg, occ, images, phase, g)
-        else:
-            r = self.model.resolution
-            parts = []
-            for i in idx:
-                s = self.shapes[i]
-                coords = torch.cat([s.coords.new_zeros(len(s.coords), 1), s.coords], 1)
-                parts.append(SparseTensor(coords, s.latents, r))
-            latents = collate(parts).to(self.device)
-            loss, terms = latent_loss(self.model, self.cfg, latents, images, g)
-        return loss, terms, phase
-
-    @torch.no_grad()
-    def structure_vae_iou(self) -> dict[str, float]:
-        """IoU of the structure VAE's reconstruction (latent mean, logits > 0) of every shape's
-        latent occupancy."""
-        self.model.svae.eval()
-        out = {}
-        for s in self.shapes:
-            occ = s.occupancy[None].to(self.device)
-            mean, _ = self.model.svae.encode(occ)
-            out[s.name] = iou(self.model.svae.decode(mean) > 0, occ)
-        return out
-
-    def _record_iou(self) -> None:
-        per_shape = self.structure_vae_iou()
-        summary_file = self.run_dir / "summary.json"
-        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-        summary["structure_vae_iou"] = {"mean": float(np.mean(list(per_shape.values()))), **per_shape}
-        checkpoint.atomic_write_text(summary_file, json.dumps(summary, indent=2))
-        if self.writer is not None:
-            self.writer.add_scalar("vae/iou", summary["structure_vae_iou"]["mean"], self.step)
-
-    def train_step(self) -> StepLog:
-        """One optimiser step (skipped, and logged, when the loss or a gradient is not finite)."""
-        t0 = time.perf_counter()
-        self.model.train()
-        loss, terms, phase = self.loss(self.step)
-        self.optimizer.zero_grad(set_to_none=True)
-        if torch.isfinite(loss):
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None],
-                                                  float(self.cfg["train"]["grad_clip"]))
-            if torch.isfinite(norm):
-                self.optimizer.step()
-            else:
-                terms["skipped_nonfinite_grad"] = 1.0
-        else:
-            terms["skipped_nonfinite_loss"] = 1.0
-        self.scheduler.step()
-        terms["total"] = float(loss.detach())
-        log = StepLog(self.step, phase, terms, time.perf_counter() - t0)
-        self.step += 1
-        return log
-
-    def _log(self, log: StepLog) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps({"step": log.step, "phase": log.phase, "seconds": log.seconds, **log.terms}) + "\n")
-        if self.writer is not None:
-            for key, value in log.terms.items():
-                self.writer.add_scalar(f"{log.phase}/{key}", value, log.step)
-            self.writer.add_scalar("time/step_seconds", log.seconds, log.step)
-
-    def fit(self) -> list[StepLog]:
-        """Train to the configured number of steps; checkpoint periodically and at the end."""
-        from tqdm.auto import tqdm
-
-        every = int(self.cfg["train"]["checkpoint_every"])
-        history = []
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train-flow {self.stage}",
-                   disable=not self.progress)
-        while self.step < self.total_steps:
-            log = self.train_step()
-            history.append(log)
-            if log.step % max(1, int(self.cfg["train"]["log_every"])) == 0 or self.step == self.total_steps:
-                self._log(log)
-            if (every > 0 and self.step % every == 0) or self.step == self.total_steps:
-                checkpoint.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler)
-            if self.stage == "structure" and self.step == self.vae_steps:
-                self._record_iou()
-            bar.update(1)
-            bar.set_postfix(phase=log.phase, loss=f"{log.terms['total']:.4f}")
-        bar.close()
-        if self.step == 0 or not history and checkpoint.latest_step(self.run_dir) is None:
-            checkpoint.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler)
-        return history
+    def fit(self) -> list[StepResult]:
+        """Train the flow to train.steps; checkpoints and TensorBoard as configured."""
+        return self.engine.fit()
 
     def close(self) -> None:
-        """Flush TensorBoard."""
-        if self.writer is not None:
-            self.writer.close()
+        """Close TensorBoard."""
+        self.engine.close()
 
 
-def last_loss(history: list[StepLog]) -> float:
+def resume_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """The stored config of a train-flow run with `key=value` overrides applied on top."""
+    from focusing.flow.stages import load_flow_config
+
+    stored = read_run_config(Path(run_dir))
+    if "stage" not in stored or "vae_config" not in stored:
+        raise ConfigError(f"{run_dir} is not a train-flow run folder")
+    return load_flow_config(overrides, base=stored)
+
+
+def last_loss(history: list[StepResult]) -> float:
     """The last step's total loss (nan when nothing was trained)."""
     return history[-1].terms["total"] if history else math.nan

@@ -313,7 +313,7 @@ class VAEStep(TrainStep):
             gt = Mesh(rec.vertices.double().numpy(), rec.faces.numpy(), None)
             mesh = reconstruct_mesh(self.model, self.setup, gt, self.setup.inference.chunk_voxels,
                                     self.threshold)
-            m = (score(mesh, gt, n_points=20_000, tau=self.setup.train.eval_tau)
+            m = (score(mesh, gt, n_points=100_000, tau=self.setup.train.eval_tau)
                  if len(mesh.faces) else {"fscore": 0.0, "chamfer_l2": float("nan")})
             rows.append({"step": step, "train_seconds": self.train_seconds, "split": split,
                          "mesh": rec.name, "fscore": m["fscore"], "chamfer_l2": m["chamfer_l2"],
