@@ -314,7 +314,7 @@ class VAEStep(TrainStep):
             mesh = reconstruct_mesh(self.model, self.setup, gt, self.setup.inference.chunk_voxels,
                                     self.threshold)
             m = (score(mesh, gt, n_points=100_000, tau=self.setup.train.eval_tau)
-                 if len(mesh.faces) else {"fscore": 0.0, "chamfer_l2": float("nan")})
+                 if len(mesh.faces) else {"fscore": 0.0, "chamfer_l2": None})  # JSON: no NaN
             rows.append({"step": step, "train_seconds": self.train_seconds, "split": split,
                          "mesh": rec.name, "fscore": m["fscore"], "chamfer_l2": m["chamfer_l2"],
                          "threshold": self.threshold, "faces": int(len(mesh.faces))})
