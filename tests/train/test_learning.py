@@ -45,6 +45,34 @@ def _torus(path):
     return path
 
 
+def test_step_zero_decodes_an_empty_field(tmp_path):
+    """At initialisation every corner SDF is SDF_INIT_VOXELS outside, whatever the latents:
+    the first mesh is empty, never a cloud of random sign changes."""
+    import torch
+
+    from focusing.core.geometry.sampling import sample_surface
+    from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
+    from focusing.core.sparse.tensor import SparseTensor
+    from focusing.core.sparseflex.field import sparseflex_from_features
+    from focusing.core.sparseflex.flexicubes import extract_mesh
+    from focusing.core.vae.model import SDF_INIT_VOXELS, ShapeVAE
+
+    torch.manual_seed(0)
+    model = ShapeVAE(load_setup("focusing", LEARNING)).eval()
+    mesh = load_mesh(_torus(tmp_path / "torus.ply"))
+    r = model.latent_resolution
+    pts, nrm = sample_surface(mesh, 4096, seed=0)
+    active = dilate_voxels(surface_voxels(mesh, r), r)
+    vox = SparseTensor(torch.cat([active.new_zeros(len(active), 1), active], 1),
+                       torch.zeros(len(active), 0), r)
+    with torch.no_grad():
+        mean, _ = model.encode(torch.as_tensor(pts).float(), torch.as_tensor(nrm).float(), vox)
+        field = sparseflex_from_features(model.decode(vox.replace(mean)).features)
+    torch.testing.assert_close(field.corner_sdf * 4 * r,
+                               torch.full_like(field.corner_sdf, SDF_INIT_VOXELS))
+    assert len(extract_mesh(field).faces) == 0
+
+
 def test_tiny_vae_overfits_a_torus_to_the_stated_fscore(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

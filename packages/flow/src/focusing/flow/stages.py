@@ -8,7 +8,6 @@ from a wheel or a file) are rebuilt from the config and never copied into a run.
 
 from __future__ import annotations
 
-import copy
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from focusing.core.config import ConfigError, parse_override
+from focusing.core.config import ConfigError, merge_tables, parse_override
 from focusing.flow.dit import StructureDiT
 from focusing.flow.encoders import ImageEncoder, build_encoder
 from focusing.flow.latent_flow import LatentFlowDiT
@@ -27,22 +26,8 @@ OPEN_TABLES = ("encoder.params",)
 STAGES = ("structure", "latent")
 
 
-def _merge(base: dict, update: dict, path: str = "") -> dict:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        where = f"{path}.{key}" if path else key
-        if key not in out:
-            if path in OPEN_TABLES or where.startswith(tuple(f"{t}." for t in OPEN_TABLES)):
-                out[key] = copy.deepcopy(value)
-                continue
-            raise ConfigError(f"unknown flow setting {where!r}; valid keys here: {', '.join(sorted(out))}")
-        if isinstance(out[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"flow setting {where!r} is a table, got {value!r}")
-            out[key] = _merge(out[key], value, where)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+def _merge(base: dict, update: dict) -> dict:
+    return merge_tables(base, update, OPEN_TABLES, what="flow setting")
 
 
 def load_flow_config(overrides: list[str] | tuple[str, ...] = (), base: dict | None = None) -> dict:

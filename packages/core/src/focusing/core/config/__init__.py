@@ -395,24 +395,31 @@ def load_defaults() -> dict:
         return tomllib.load(fh)
 
 
-def _merge(base: dict, update: dict, path: str = "") -> dict:
+def merge_tables(base: dict, update: dict, open_tables: tuple[str, ...] = (),
+                 what: str = "setting", path: str = "") -> dict:
+    """Deep merge of `update` into a copy of `base`: an unknown key is a ConfigError (naming
+    `what`, e.g. "flow setting") except inside the open tables (dotted paths) listed."""
     out = copy.deepcopy(base)
     for key, value in update.items():
         where = f"{path}.{key}" if path else key
         if key not in out:
             # A few tables are open maps (per-selector parameters), others are closed.
-            if path in OPEN_TABLES or where.startswith(tuple(f"{t}." for t in OPEN_TABLES)):
+            if path in open_tables or where.startswith(tuple(f"{t}." for t in open_tables)):
                 out[key] = copy.deepcopy(value)
                 continue
             valid = ", ".join(sorted(out)) or "(none)"
-            raise ConfigError(f"unknown setting {where!r}; valid keys here: {valid}")
+            raise ConfigError(f"unknown {what} {where!r}; valid keys here: {valid}")
         if isinstance(out[key], dict):
             if not isinstance(value, dict):
-                raise ConfigError(f"setting {where!r} is a table, got {value!r}")
-            out[key] = _merge(out[key], value, where)
+                raise ConfigError(f"{what} {where!r} is a table, got {value!r}")
+            out[key] = merge_tables(out[key], value, open_tables, what, where)
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _merge(base: dict, update: dict) -> dict:
+    return merge_tables(base, update, OPEN_TABLES)
 
 
 # Tables whose keys are not fixed in defaults.toml.

@@ -175,9 +175,9 @@ class VAEStep(TrainStep):
         """The warm-up step: TSDF (eq. 5) and occupancy on every decoded corner and child of a
         compact crop of latents; no mesh extraction and no rasterisation.
 
-        Why: on fandisk (small model, 2 CPU cores) this step takes 0.3 s against 2.2 s for a
-        full decode and ~1 s for a rendered step, and 400 such steps (135 s) reach F@0.005 0.61
-        where 300 steps with render losses from step 0 gave 0.05 (BENCHMARKS.md, "VAE learning")."""
+        Why: on fandisk (small model, 2 CPU cores) this step took 0.3 s against 2.2 s for a
+        full decode, and 400 such steps (135 s) reached F@0.005 0.61 where 300 steps with
+        render losses from step 0 gave 0.05 (BENCHMARKS.md, "VAE learning")."""
         r = self.setup.model.latent_resolution
         z = self._warmup_crop(z, gen)
         res.counts["latent_kept"] = len(z)
