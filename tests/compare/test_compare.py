@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 import typer
 
@@ -237,6 +238,15 @@ def test_compare_tiny_budget_on_two_real_meshes(app, tmp_path):
     assert sum(s["quality"]["train"]["reconstructed"] for s in rep["setups"].values()) >= 1
     # triposf decodes every latent voxel and meshes part of the cubes; focusing carves latents
     tri, foc = rep["setups"]["triposf"], rep["setups"]["focusing"]
+    # the render-free warm-up (steps 1..112) was trained once and both setups resumed from it
+    for s in rep["setups"].values():
+        assert s["shared_warmup"]["steps"] == 112
+    assert json.loads((out / "runs" / "shared-warmup" / "config.json").read_text())["name"] == "triposf"
+    assert not (out / "runs" / "triposf" / "config_changes.json").exists()  # the warm-up's own setup
+    changes = json.loads((out / "runs" / "focusing" / "config_changes.json").read_text())
+    assert changes[0]["step"] == 112 and "selectors.latent" in changes[0]["changes"]
+    assert [h["loss_total"] for h in tri["history"][:112]] == \
+        [h["loss_total"] for h in foc["history"][:112]]
     rendered = lambda hist: [h for h in hist if h["step"] > 112]  # noqa: E731 (after the warm-up)
     assert len(rendered(tri["history"])) == 8
     for h in rendered(tri["history"]):
@@ -264,3 +274,53 @@ def test_compare_tiny_budget_on_two_real_meshes(app, tmp_path):
     # --json printed the same report
     printed = json.loads(result.stdout[result.stdout.index("{"):])
     assert printed["setups"]["focusing"]["peak_memory_mb"] == foc["peak_memory_mb"]
+
+
+# ------------------------------------------------------------------------------ shared warm-up
+def _tiny_budget(tmp_path, extra: str = ""):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_BUDGET + extra)
+    return load_budget(str(path))
+
+
+def test_shared_warmup_only_when_setups_train_it_alike(tmp_path):
+    from focusing.eval.compare import shared_warmup_steps
+
+    budget = _tiny_budget(tmp_path)
+    assert shared_warmup_steps(parse_specs("triposf,focusing", budget.overrides), 120) == 112
+    # a model change, a rendered warm-up or a warm-up as long as the run: nothing to share
+    assert shared_warmup_steps(parse_specs("triposf,focusing:decoder.depth=2",
+                                           budget.overrides), 120) == 0
+    assert shared_warmup_steps(parse_specs("triposf,focusing", budget.overrides
+                                           + ["loss.warmup_render=true"]), 120) == 0
+    assert shared_warmup_steps(parse_specs("triposf,focusing", budget.overrides), 112) == 0
+    # a selector ablation changes nothing the warm-up reads
+    assert shared_warmup_steps(parse_specs("focusing,focusing:selector=frustum",
+                                           budget.overrides), 120) == 112
+
+
+def test_render_free_warmup_is_the_same_for_both_setups(tmp_path):
+    """What lets compare train the warm-up once: trained alone, each setup's render-free
+    steps give bitwise-equal weights (deterministic mode)."""
+    from safetensors.torch import load_file
+
+    from focusing.core.config import resolve_setup
+    from focusing.core.engine.checkpoint import weights_path
+    from focusing.core.train.trainer import Trainer
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("couplingdown", "elephant-with-holes"):
+        shutil.copy(mesh_file(name), data)
+    budget = _tiny_budget(tmp_path)
+    weights = {}
+    for name in ("triposf", "focusing"):
+        setup = resolve_setup(name, budget.overrides + ["train.steps=120", "train.eval_every=0",
+                                                        "train.deterministic=true"])
+        trainer = Trainer(setup, data, tmp_path / name, progress=False)
+        trainer.fit(6)
+        trainer.close()
+        weights[name] = load_file(weights_path(tmp_path / name, 6))
+    assert weights["triposf"].keys() == weights["focusing"].keys()
+    for key, value in weights["triposf"].items():
+        assert torch.equal(value, weights["focusing"][key]), key

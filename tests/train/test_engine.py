@@ -5,6 +5,7 @@ the middle of a checkpoint write."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -180,3 +181,35 @@ def test_sigkill_during_checkpoint_write_resumes_from_last_intact(victim, tmp_pa
     a, b = load_file(weights_path(run, 8)), load_file(weights_path(tmp_path / "ref", 8))
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_minutes_budget_stops_saves_and_evaluates_at_the_end(tmp_path):
+    # 0.002 min = 0.12 s of optimisation: far fewer than the 100000 steps allowed
+    engine = make_engine(tmp_path / "run", steps=100_000, minutes=0.002, eval_every=1_000_000,
+                         checkpoint_every=0)
+    history = engine.fit()
+    engine.close()
+    spent = sum(r.seconds for r in history)
+    assert 0 < engine.step < 100_000 and engine.step == len(history)
+    assert spent >= 0.12 and spent - history[-1].seconds < 0.12  # stopped at the first step past it
+    assert engine.train_seconds == pytest.approx(spent)
+    assert [s for s, _ in engine.trainstep.evaluations] == [engine.step]  # the run's end
+    assert load_checkpoint(tmp_path / "run")[0] == engine.step
+
+
+def test_lr_schedule_follows_the_clock_when_minutes_run_out_first():
+    from focusing.core.engine import lr_factor
+
+    from _toy_engine import toy_train
+
+    seconds = [0.0]
+    f = lr_factor(toy_train(steps=1000, warmup_steps=0, minutes=1.0), clock=lambda: seconds[0])
+    assert f(0) == pytest.approx(1.0)
+    seconds[0] = 30.0  # half the minute spent at step 10: the cosine is half-way
+    assert f(10) == pytest.approx(0.5)
+    seconds[0] = 1.0  # step progress (600 of 1000) is ahead of the clock here
+    assert f(600) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.6)))
+    seconds[0] = 90.0
+    assert f(20) == pytest.approx(0.0, abs=1e-12)
+    plain = lr_factor(toy_train(steps=1000, warmup_steps=0))
+    assert plain(500) == pytest.approx(0.5)

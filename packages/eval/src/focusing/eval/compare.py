@@ -38,7 +38,7 @@ SHORTHANDS = {
     "renderer": "backend.renderer",
 }
 BUDGET_KEYS = {
-    "name", "description", "steps", "meshes", "eval_points", "tau", "render_views", "render_size",
+    "name", "description", "steps", "minutes", "meshes", "eval_points", "tau", "render_views", "render_size",
     "threads",
 }
 SCALING_KEYS = {"latent_resolutions", "extra_latent_resolutions", "steps", "mesh", "timeout_s",
@@ -184,6 +184,7 @@ class Budget:
     name: str
     description: str
     steps: int
+    minutes: float                # > 0: also stop each setup after this many optimisation minutes
     meshes: int                   # 0: every mesh of --data; else the first N (sorted by name)
     eval_points: int
     tau: float
@@ -193,6 +194,12 @@ class Budget:
     overrides: list[str]          # applied to every setup
     scaling: dict
     source: Path
+
+    @property
+    def schedule(self) -> list[str]:
+        """The overrides that set each setup's length: steps, and minutes where given."""
+        return [f"train.steps={self.steps}"] + ([f"train.minutes={self.minutes}"]
+                                                 if self.minutes > 0 else [])
 
 
 def budget_path(name_or_file: str) -> Path:
@@ -233,15 +240,16 @@ def load_budget(name_or_file: str) -> Budget:
                            f"valid: {', '.join(sorted(SCALING_KEYS))}")
     budget = Budget(
         name=str(b.get("name", path.stem)), description=str(b.get("description", "")),
-        steps=int(b.get("steps", 20)), meshes=int(b.get("meshes", 0)),
+        steps=int(b.get("steps", 20)), minutes=float(b.get("minutes", 0.0)), meshes=int(b.get("meshes", 0)),
         eval_points=int(b.get("eval_points", 100_000)), tau=float(b.get("tau", 0.005)),
         render_views=int(b.get("render_views", 2)), render_size=int(b.get("render_size", 160)),
         threads=int(b.get("threads", 0)),
         overrides=flatten_overrides(data.get("config", {})), scaling=sc, source=path,
     )
-    if budget.steps < 1 or budget.eval_points < 1 or budget.render_views < 0 or budget.tau <= 0:
+    if (budget.steps < 1 or budget.eval_points < 1 or budget.render_views < 0 or budget.tau <= 0
+            or budget.minutes < 0):
         raise CompareError(f"budget file {path}: steps and eval_points must be >= 1, "
-                           f"render_views >= 0, tau > 0")
+                           f"render_views >= 0, tau > 0, minutes >= 0")
     return budget
 
 
@@ -269,17 +277,18 @@ def run_child_job(job: dict) -> dict:
     t0 = time.perf_counter()
     config = resolve_setup(job["setup"], job["overrides"])
     trainer = Trainer(config, Path(job["data"]), Path(job["run_dir"]),
-                      progress=bool(job.get("progress", True)))
+                      progress=bool(job.get("progress", True)), resume=bool(job.get("resume")),
+                      allow_changes=bool(job.get("resume")))
     prep_s = time.perf_counter() - t0
     rss_before = _rss_mb()
     t1 = time.perf_counter()
     try:
         with PeakMemory(trainer.device) as peak:
-            history = trainer.fit()
+            history = trainer.fit(job.get("stop_at"))
     finally:
         trainer.close()
     fit_s = time.perf_counter() - t1
-    steps = [{"step": i + 1, "terms": r.terms, "counts": r.counts, "seconds": r.seconds,
+    steps = [{"step": r.step, "terms": r.terms, "counts": r.counts, "seconds": r.seconds,
               "peak_memory_mb": r.peak_memory_mb} for i, r in enumerate(history)]
     out = {
         "setup": job["setup"], "overrides": job["overrides"], "steps": steps,
@@ -378,20 +387,82 @@ def prepare_out(out: Path, specs: list[SetupSpec], overwrite: bool) -> None:
         (out / sub).mkdir(exist_ok=True)
 
 
+# Tables the render-free warm-up never reads: setups that differ only here train it alike.
+WARMUP_FREE_KEYS = ("name", "description", "selectors", "cameras")
+WARMUP_DIR = "shared-warmup"
+
+
+def shared_warmup_steps(specs: list[SetupSpec], steps: int) -> int:
+    """Steps of render-free warm-up every setup would train identically (0: none to share).
+
+    The render-free warm-up (loss.warmup_render = false) draws no camera and runs no selector
+    or renderer; its randomness comes from (train.seed, step, slot) alone. Setups whose
+    resolved configs differ only in WARMUP_FREE_KEYS and backend.renderer therefore train
+    the same weights through it (tests/eval/test_compare_fork.py checks this), so `compare`
+    trains it once and every setup resumes from its last checkpoint."""
+    def warmup_view(cfg: dict) -> dict:
+        view = {k: v for k, v in cfg.items() if k not in WARMUP_FREE_KEYS}
+        view["backend"] = {k: v for k, v in cfg["backend"].items() if k != "renderer"}
+        return view
+
+    loss = specs[0].config["loss"]
+    if len(specs) < 2 or loss["warmup_render"] or not 0 < loss["tsdf_steps"] < steps:
+        return 0
+    first = warmup_view(specs[0].config)
+    return loss["tsdf_steps"] if all(warmup_view(s.config) == first for s in specs[1:]) else 0
+
+
+def _fork_from_warmup(warm_dir: Path, run_dir: Path) -> None:
+    """A setup's run folder that starts where the shared warm-up ended (its checkpoints,
+    config and quality rows); the setup's own config is then recorded as a change."""
+    if (run_dir / "checkpoints").exists():
+        shutil.rmtree(run_dir / "checkpoints")
+    shutil.copytree(warm_dir / "checkpoints", run_dir / "checkpoints")
+    for name in ("config.json", "quality.jsonl"):
+        if (warm_dir / name).exists():
+            shutil.copy2(warm_dir / name, run_dir / name)
+
+
+def _train_job(spec: SetupSpec, budget: Budget, data: Path, run_dir: Path, **extra) -> dict:
+    return {"mode": "train", "setup": spec.base,
+            "overrides": budget.overrides + budget.schedule + spec.overrides,
+            "data": str(data), "run_dir": str(run_dir), "history": str(run_dir / "history.json"),
+            "progress": True, "threads": budget.threads, **extra}
+
+
 def train_setups(specs: list[SetupSpec], budget: Budget, data: Path, out: Path) -> dict:
-    """Train each setup in its own process; returns label -> ChildResult."""
+    """Train each setup in its own process; returns label -> ChildResult.
+
+    When the setups share their render-free warm-up (shared_warmup_steps), it is trained
+    once, in its own process, and each setup's process resumes from it: with the small
+    budget that halves the comparison's training time, at identical results."""
     results = {}
+    fork = shared_warmup_steps(specs, budget.steps)
+    warm = None
+    if fork:
+        warm_dir = out / "runs" / WARMUP_DIR
+        warm_dir.mkdir(parents=True, exist_ok=True)
+        log(f"[warm-up] training the render-free warm-up shared by every setup ({fork} steps, "
+            f"own process)")
+        warm = launch_child(_train_job(specs[0], budget, data, warm_dir, stop_at=fork),
+                            out / "jobs" / f"{WARMUP_DIR}.json")
+        if warm.history is None:
+            raise CompareError(f"training the shared warm-up failed: {warm.error} "
+                               f"(its output is above)")
     for i, s in enumerate(specs, 1):
-        log(f"[{i}/{len(specs)}] training {s.label} ({budget.steps} steps, own process)")
-        job = {"mode": "train", "setup": s.base,
-               "overrides": budget.overrides + [f"train.steps={budget.steps}"] + s.overrides,
-               "data": str(data), "run_dir": str(out / "runs" / s.slug),
-               "history": str(out / "runs" / s.slug / "history.json"), "progress": True,
-               "threads": budget.threads}
-        (out / "runs" / s.slug).mkdir(parents=True, exist_ok=True)
-        res = launch_child(job, out / "jobs" / f"{s.slug}.json")
+        run_dir = out / "runs" / s.slug
+        run_dir.mkdir(parents=True, exist_ok=True)
+        what = (f"steps {fork + 1} to {budget.steps}, from the shared warm-up" if fork
+                else f"{budget.steps} steps")
+        log(f"[{i}/{len(specs)}] training {s.label} ({what}, own process)")
+        if fork:
+            _fork_from_warmup(out / "runs" / WARMUP_DIR, run_dir)
+        res = launch_child(_train_job(s, budget, data, run_dir, resume=bool(fork)),
+                           out / "jobs" / f"{s.slug}.json")
         if res.history is None:
             raise CompareError(f"training {s.label} failed: {res.error} (its output is above)")
+        if warm is not None:
+            res.history = merge_warmup_history(warm.history, res.history)
         steps = res.history["steps"]
         med = sorted(x["seconds"] for x in steps)[len(steps) // 2]
         log(f"    {s.label}: {len(steps)} steps, {med:.2f} s/step (median), training peak "
@@ -399,6 +470,17 @@ def train_setups(specs: list[SetupSpec], budget: Budget, data: Path, out: Path) 
             f"{res.max_rss_mb:.0f} MiB, {res.wall_s:.0f} s in all")
         results[s.label] = res
     return results
+
+
+def merge_warmup_history(warm: dict, own: dict) -> dict:
+    """A setup's whole history: the shared warm-up's steps, then its own. Memory figures stay
+    the setup's own (its process after the fork), the part where setups differ."""
+    merged = dict(own)
+    merged["steps"] = warm["steps"] + own["steps"]
+    merged["prep_s"] = warm["prep_s"] + own["prep_s"]
+    merged["shared_warmup"] = {"steps": len(warm["steps"]), "fit_s": warm["fit_s"],
+                               "train_peak_mb": warm["train_peak_mb"]}
+    return merged
 
 
 def evaluate_setups(specs: list[SetupSpec], meshes: dict[str, tuple[str, Path]], out: Path,
@@ -454,8 +536,9 @@ def compare(data: Path, setups: str, budget_name: str, out: Path, eval_dir: Path
         for f in mesh_files(Path(eval_dir)):
             key = f.stem if f.stem not in meshes else f"eval-{f.stem}"
             meshes[key] = ("eval", f)
+    length = f"{budget.steps} steps" + (f" or {budget.minutes:g} min" if budget.minutes else "")
     log(f"focusing compare: {len(specs)} setups ({', '.join(s.label for s in specs)}), "
-        f"budget {budget.name} ({budget.steps} steps), {len(train_files)} training meshes"
+        f"budget {budget.name} ({length}), {len(train_files)} training meshes"
         + (f", {sum(1 for v in meshes.values() if v[0] == 'eval')} held-out" if eval_dir else ""))
     trained = train_setups(specs, budget, train_dir, out)
     t_train = time.perf_counter() - t_start

@@ -117,6 +117,8 @@ def summarize_setup(history: dict, child_max_rss_mb: float, child_wall_s: float,
         "train_time_s": sum(secs),
         "prep_time_s": history["prep_s"],
         "child_wall_s": child_wall_s,
+        # the render-free warm-up compare trained once for every setup (None: each its own)
+        "shared_warmup": history.get("shared_warmup"),
         "torch_threads": history.get("torch_threads"),
         "device": history.get("device"),
         "final_losses": final,
@@ -396,6 +398,10 @@ NOTES = [
     "peak memory: the training's peak resident set above the child's level once the data and "
     "model are loaded (sampled every 2 ms; CUDA max_memory_allocated on a GPU); child max RSS: "
     "the whole process's peak (os.wait4), including Python, torch and the data.",
+    "shared warm-up: when the setups differ only in what the render-free warm-up never reads "
+    "(selectors, cameras, renderer), compare trains the warm-up once and every setup resumes "
+    "from it; each setup's steps, times and quality curve include it, and its peak memory is "
+    "that of its own steps after the fork (the warm-up's is the same for all).",
     "time per step: median wall time of one optimisation step (forward, backward, update).",
     "final losses: mean over the last 10% of steps. Setups render different views (near-surface "
     "crops vs zoomed orbit views), so their losses are not directly comparable; the metrics are.",

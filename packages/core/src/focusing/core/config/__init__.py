@@ -278,6 +278,7 @@ class TrainConfig:
     """[train]: the schedule and the run folder's rhythm (what the training engine reads)."""
 
     steps: int = _int(lo=0)
+    minutes: float = _float(lo=0)
     batch_size: int = _int(lo=1)
     lr: float = _float(lo=0, lo_open=True)
     weight_decay: float = _float(lo=0)

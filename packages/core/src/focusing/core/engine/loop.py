@@ -19,6 +19,7 @@ from focusing.core.engine.distributed import (
     DistInfo, all_reduce_gradients, all_reduce_mean, barrier, init_distributed,
 )
 from focusing.core.engine.memory import PeakMemory, current_rss_bytes
+from focusing.core.engine.profile import phase
 from focusing.core.engine.runfolder import check_run_folder, record_changes
 
 
@@ -85,8 +86,9 @@ class TrainStep(ABC):
     def log(self, writer, step: int, result: StepResult) -> None:
         """Write extra summaries (images, meshes) on the main process after step `step`."""
 
-    def on_checkpoint(self, step: int) -> None:
-        """Called on the main process after each checkpoint is written (e.g. to calibrate)."""
+    def on_checkpoint(self, step: int, final: bool) -> None:
+        """Called on the main process after each checkpoint is written (e.g. to calibrate);
+        final: the run's last one (train.steps reached or train.minutes spent)."""
 
     # Set by the engine before each evaluate(): optimisation seconds so far, resumes included
     # (no evaluation, checkpoint or logging time), the clock of quality-against-time plots.
@@ -116,15 +118,19 @@ def prepare(train: TrainConfig) -> DistInfo:
     return init_distributed()
 
 
-def lr_factor(train: TrainConfig):
-    """LR multiplier per step: linear warm-up over train.warmup_steps, then cosine to 0."""
+def lr_factor(train: TrainConfig, clock=None):
+    """LR multiplier per step: linear warm-up over train.warmup_steps, then cosine to 0 over
+    train.steps, or over train.minutes of `clock()` seconds where that runs out first."""
     total = max(train.steps, 1)
     warm = train.warmup_steps
+    limit_s = 60.0 * train.minutes
 
     def f(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
         t = min((step - warm) / max(total - warm, 1), 1.0)
+        if limit_s > 0 and clock is not None:
+            t = max(t, min(clock() / limit_s, 1.0))
         return 0.5 * (1.0 + math.cos(math.pi * t))
 
     return f
@@ -152,7 +158,8 @@ class Engine:
         self.module = step.module
         self.optimizer = torch.optim.AdamW(step.parameters(), lr=train.lr,
                                            weight_decay=train.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(train))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(train, clock=lambda: self.train_seconds))
         self.step = 0
         self.skipped_total = 0
         self.skipped_in_row = 0
@@ -204,7 +211,7 @@ class Engine:
             raise NonFiniteError(f"{exc}; the last good checkpoint is kept") from None
         self.module.eval()
         with torch.no_grad():
-            self.trainstep.on_checkpoint(self.step)
+            self.trainstep.on_checkpoint(self.step, self.step >= self.train.steps or self.out_of_time())
         self.module.train()
         return path
 
@@ -240,16 +247,27 @@ class Engine:
                 else:
                     # mean over the global batch: each process holds batch/world slots
                     scaled = out.loss / batch * world
-                    (scaled if len(part) == 1 else scaled * len(part)).backward()
+                    with phase("backward"):
+                        (scaled if len(part) == 1 else scaled * len(part)).backward()
                 for k, v in out.terms.items():
                     merged.terms[k] = merged.terms.get(k, 0.0) + v * len(part) / len(slots)
                 for k, v in out.counts.items():
                     merged.counts[k] = merged.counts.get(k, 0.0) + v * len(part) / len(slots)
                 merged.images, merged.extra = out.images, out.extra
                 merged.postfix.update(out.postfix)
-        finite = self._all_finite(finite)
+        with phase("optimizer"):
+            self._update(step, merged, self._all_finite(finite))
+        merged.seconds = time.perf_counter() - t0
+        merged.peak_memory_mb = peak.peak_mb
+        for k in list(merged.terms):
+            merged.terms[k] = all_reduce_mean(merged.terms[k], world)
+        self.step += 1
+        return merged
+
+    def _update(self, step: int, merged: StepResult, finite: bool) -> None:
+        """Average and clip the gradients, then step the optimiser, or skip a non-finite step."""
         if finite:
-            all_reduce_gradients(self.module, world)
+            all_reduce_gradients(self.module, self.dist.world_size)
             params = [p for p in self.trainstep.parameters() if p.grad is not None]
             if self.train.grad_clip > 0:
                 norm = torch.nn.utils.clip_grad_norm_(self.trainstep.parameters(), self.train.grad_clip)
@@ -267,12 +285,6 @@ class Engine:
         with warnings.catch_warnings():  # a skipped first step: the schedule still advances
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
             self.scheduler.step()
-        merged.seconds = time.perf_counter() - t0
-        merged.peak_memory_mb = peak.peak_mb
-        for k in list(merged.terms):
-            merged.terms[k] = all_reduce_mean(merged.terms[k], world)
-        self.step += 1
-        return merged
 
     def _nonfinite(self, step: int) -> None:
         last = checkpoint.stored_steps(self.run_dir)
@@ -307,8 +319,14 @@ class Engine:
             self.writer.add_scalar("guard/skipped_steps", self.skipped_total, step)
         self.trainstep.log(self.writer, step, res)
 
+    def out_of_time(self) -> bool:
+        """True once train.minutes (> 0) of optimisation seconds are spent."""
+        return self.train.minutes > 0 and self.train_seconds >= 60.0 * self.train.minutes
+
     def fit(self, steps: int | None = None) -> list[StepResult]:
-        """Train until `steps` total steps (default: train.steps), checkpointing as configured."""
+        """Train until `steps` total steps (default: train.steps) or train.minutes of
+        optimisation, whichever comes first; checkpoints as configured, saves at the stop, and
+        evaluates every train.eval_every steps and at the run's end (not at a partial stop)."""
         from tqdm.auto import tqdm
 
         total = self.train.steps if steps is None else int(steps)
@@ -317,18 +335,19 @@ class Engine:
                    disable=not self.progress)
         every, eval_every = self.train.checkpoint_every, self.train.eval_every
         try:
-            while self.step < total:
+            while self.step < total and not self.out_of_time():
                 res = self.train_step()
                 self.train_seconds += res.seconds
                 history.append(res)
                 self.log(res)
-                if eval_every and (self.step % eval_every == 0 or self.step == total):
+                last = self.step >= self.train.steps or self.out_of_time()  # the run's end
+                if eval_every and (self.step % eval_every == 0 or last):
                     self._evaluate()
                 bar.update(1)
                 bar.set_postfix(loss=f"{res.terms.get('total', float('nan')):.4f}",
                                 skipped=self.skipped_total, **res.postfix,
                                 **{k: f"{v:.4g}" for k, v in self.last_eval.items() if "/" not in k})
-                if every and self.step % every == 0 and self.step < total:
+                if every and self.step % every == 0 and self.step < total and not last:
                     self.save()
             self.save()
         finally:

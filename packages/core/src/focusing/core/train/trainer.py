@@ -22,6 +22,7 @@ from focusing.core.engine import (
     Engine, StepOutput, StepResult, TrainStep, check_run_folder, prepare, set_reproducibility,
 )
 from focusing.core.engine.distributed import DistInfo
+from focusing.core.engine.profile import phase
 from focusing.core.geometry.camera import Camera
 from focusing.core.plugins import get_registry
 from focusing.core.sparse.hashing import CoordIndex
@@ -179,10 +180,19 @@ class VAEStep(TrainStep):
         full decode, and 400 such steps (135 s) reached F@0.005 0.61 where 300 steps with
         render losses from step 0 gave 0.05 (BENCHMARKS.md, "VAE learning")."""
         r = self.setup.model.latent_resolution
-        z = self._warmup_crop(z, gen)
+        with phase("select"):
+            z = self._warmup_crop(z, gen)
         res.counts["latent_kept"] = len(z)
-        dec = self.model.decode(z, occupancy_targets=targets, prune=False)
+        with phase("decode"):
+            dec = self.model.decode(z, occupancy_targets=targets, prune=False)
         res.counts["output_all"] = res.counts["output_kept"] = len(dec.features)
+        with phase("losses"):
+            return self._render_free_terms(record, dec, terms, res)
+
+    def _render_free_terms(self, record: ShapeRecord, dec, terms: dict, res: ShapeResult
+                           ) -> tuple[torch.Tensor, ShapeResult]:
+        """The warm-up's loss terms (occupancy, consistency, TSDF) and their total."""
+        r = self.setup.model.latent_resolution
         terms["occupancy"] = losses.occupancy_loss(dec.occupancy_logits, dec.occupancy_targets)
         res.counts.update(losses.occupancy_precision_recall(dec.occupancy_logits,
                                                             dec.occupancy_targets))
@@ -218,8 +228,9 @@ class VAEStep(TrainStep):
         active = record.active[r]
         voxels = SparseTensor(torch.cat([active.new_zeros(len(active), 1), active], 1),
                               torch.zeros(len(active), 0), r)
-        mean, logvar = self.model.encode(record.points.to(dev), record.normals.to(dev),
-                                         voxels.to(dev))
+        with phase("encode"):
+            mean, logvar = self.model.encode(record.points.to(dev), record.normals.to(dev),
+                                             voxels.to(dev))
         eps = torch.randn(mean.shape, generator=gen).to(dev)
         z = voxels.to(dev).replace(mean + torch.exp(0.5 * logvar) * eps)
         res.counts["latent_all"] = len(z)
@@ -228,9 +239,11 @@ class VAEStep(TrainStep):
             targets = {2 * r: record.active[2 * r], 4 * r: record.active[4 * r]}
             return self._render_free_loss(record, z, gen, targets,
                                           {"kl": losses.kl_loss(mean, logvar)}, res)
-        camera = sample_camera(record, setup, rng)
-        gt = self._render(record, camera)
-        z, camera, gt = self._select(self.latent_selectors, z, camera, gt, record, rng)
+        with phase("render_gt"):
+            camera = sample_camera(record, setup, rng)
+            gt = self._render(record, camera)
+        with phase("select"):
+            z, camera, gt = self._select(self.latent_selectors, z, camera, gt, record, rng)
         res.counts["latent_kept"] = len(z)
         terms: dict[str, torch.Tensor] = {"kl": losses.kl_loss(mean, logvar)}
         if len(z) == 0:  # the view sees none of the shape: only the KL term trains
@@ -238,18 +251,29 @@ class VAEStep(TrainStep):
             res.terms = {"kl": float(terms["kl"].detach()), "total": float(total.detach())}
             return total, res
         targets = {2 * r: record.active[2 * r], 4 * r: record.active[4 * r]}
-        dec = self.model.decode(z, occupancy_targets=targets, prune=False)
+        with phase("decode"):
+            dec = self.model.decode(z, occupancy_targets=targets, prune=False)
         out = dec.features
         res.counts["output_all"] = len(out)
-        out, camera, gt = self._select(self.output_selectors, out, camera, gt, record, rng)
+        with phase("select"):
+            out, camera, gt = self._select(self.output_selectors, out, camera, gt, record, rng)
         res.counts["output_kept"] = len(out)
         terms["occupancy"] = losses.occupancy_loss(dec.occupancy_logits, dec.occupancy_targets)
         res.counts.update(losses.occupancy_precision_recall(dec.occupancy_logits,
                                                             dec.occupancy_targets))
-        field_ = sparseflex_from_features(out)
-        mesh = extract_mesh(field_, training=True)
+        with phase("extract"):
+            field_ = sparseflex_from_features(out)
+            mesh = extract_mesh(field_, training=True)
         res.counts["triangles"] = len(mesh.faces)
-        pred = self.renderer.render(mesh.vertices, mesh.faces, camera)
+        with phase("render"):
+            pred = self.renderer.render(mesh.vertices, mesh.faces, camera)
+        with phase("losses"):
+            return self._rendered_terms(record, dec, field_, mesh, pred, gt, terms, warmup, res)
+
+    def _rendered_terms(self, record: ShapeRecord, dec, field_, mesh, pred, gt, terms: dict,
+                        warmup: bool, res: ShapeResult) -> tuple[torch.Tensor, ShapeResult]:
+        """The rendered step's loss terms (eq. 7) and their total, with images and the mesh."""
+        setup, r = self.setup, self.setup.model.latent_resolution
         terms.update(losses.render_losses(pred, gt))
         terms["flex"] = mesh.l_dev
         terms["consistency"] = field_.consistency_loss()
@@ -269,11 +293,11 @@ class VAEStep(TrainStep):
 
 
     # -- calibration and quality, every train.eval_every steps and at each checkpoint -------
-    def on_checkpoint(self, step: int) -> None:
+    def on_checkpoint(self, step: int, final: bool) -> None:
         """At the run's last checkpoint, calibrate the occupancy threshold on the training
         meshes and store it (evaluations calibrate too). Not at every checkpoint: with the
         default model a calibration costs about as much as 50 training steps."""
-        if step >= self.setup.train.steps:
+        if final:
             self.calibrate(step)
 
     def calibrate(self, step: int) -> dict:
