@@ -1,5 +1,5 @@
-"""Loss terms against independent computations: the sign-balanced TSDF term (eq. 5) in
-float64 by hand, and the class-balanced occupancy BCE against its formula."""
+"""Loss terms against independent computations: the TSDF term (eq. 5, plain and
+sign-balanced) by hand, and the class-balanced occupancy BCE against its formula."""
 
 from __future__ import annotations
 
@@ -20,27 +20,28 @@ def test_tsdf_loss_averages_inside_and_outside_means():
     # by hand: outside |0.1-0.2|, |0.3-0.25|; inside |-0.2+0.1|, |0.05+0.25|; the last is invalid
     outside = (0.1 + 0.05) / 2 / TRUNC
     inside = (0.1 + 0.3) / 2 / TRUNC
-    assert float(tsdf_loss(pred, target, valid, TRUNC)) == pytest.approx(0.5 * (outside + inside))
+    assert float(tsdf_loss(pred, target, valid, TRUNC, balanced=True)) == pytest.approx(0.5 * (outside + inside))
+    plain = (0.1 + 0.05 + 0.1 + 0.3) / 4 / TRUNC  # eq. 5 as the paper writes it: one mean
+    assert float(tsdf_loss(pred, target, valid, TRUNC)) == pytest.approx(plain)
 
 
 def test_tsdf_loss_is_the_plain_mean_when_one_side_is_empty():
     pred = torch.tensor([0.0, 0.1, 0.4])
     target = torch.tensor([0.1, 0.1, 0.1])
-    assert float(tsdf_loss(pred, target, torch.ones(3, dtype=torch.bool), TRUNC)) == \
-        pytest.approx((0.1 + 0.0 + 0.3) / 3 / TRUNC)
+    assert float(tsdf_loss(pred, target, torch.ones(3, dtype=torch.bool), TRUNC, balanced=True)) \
+        == pytest.approx((0.1 + 0.0 + 0.3) / 3 / TRUNC)
     assert float(tsdf_loss(pred, target, torch.zeros(3, dtype=torch.bool), TRUNC)) == 0.0
 
 
 def test_tsdf_loss_all_outside_prediction_is_not_a_minimum_for_a_minority_inside():
-    """The failure the balance fixes: with 1 inside corner in 10, the plain L1 mean prefers
-    predicting 'outside' everywhere; the balanced loss prefers the true signs."""
+    """What loss.tsdf_balanced changes: with 1 inside corner in 10, the plain L1 mean rates
+    'outside everywhere' 0.2 (its median); the balanced loss rates it 1.0."""
     target = torch.tensor([TRUNC] * 9 + [-TRUNC])
     all_outside = torch.full((10,), TRUNC)
     valid = torch.ones(10, dtype=torch.bool)
-    plain = lambda p: float((p - target).abs().mean() / TRUNC)  # noqa: E731
-    assert plain(all_outside) == pytest.approx(0.2)
-    assert float(tsdf_loss(all_outside, target, valid, TRUNC)) == pytest.approx(1.0)
-    assert float(tsdf_loss(target.clone(), target, valid, TRUNC)) == 0.0
+    assert float(tsdf_loss(all_outside, target, valid, TRUNC)) == pytest.approx(0.2)
+    assert float(tsdf_loss(all_outside, target, valid, TRUNC, balanced=True)) == pytest.approx(1.0)
+    assert float(tsdf_loss(target.clone(), target, valid, TRUNC, balanced=True)) == 0.0
 
 
 def test_tsdf_loss_gradient_reaches_predictions_beyond_the_truncation():

@@ -268,6 +268,7 @@ class LossConfig:
     tsdf_steps: int = _int(lo=0)
     warmup_render: bool = _bool()
     warmup_latents: int = _int(lo=0)
+    tsdf_balanced: bool = _bool()
     tsdf_after: float = _float(lo=0)
     tsdf_views: int = _int(lo=1)
     consistency: float = _float(lo=0)

@@ -81,24 +81,23 @@ def occupancy_precision_recall(logits: list[torch.Tensor], targets: list[torch.T
 
 
 def tsdf_loss(corner_sdf: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
-              truncation: float) -> torch.Tensor:
-    """Eq. 5, sign-balanced: L1 between predicted corner SDFs [Nc] and the truncated target
-    [Nc], in units of the truncation, averaged over the inside (target < 0) corners and over
-    the outside ones separately, then the two means averaged (plain mean when one side is empty).
+              truncation: float, balanced: bool = False) -> torch.Tensor:
+    """Eq. 5: mean L1 between predicted corner SDFs [Nc] and the truncated target [Nc], in
+    units of the truncation. The target is truncated, the prediction is not: clamping the
+    prediction gave no gradient to the 37% of corners beyond the truncation at initialisation.
 
-    The target is truncated, the prediction is not: clamping the prediction gave no gradient
-    to the 37% of corners beyond the truncation at initialisation. Why balanced: an L1 mean is
-    minimised by the median, and outside corners are the majority (57% to 100% of a crop's
-    corners on the example meshes), so with nine meshes the plain mean kept every prediction
-    positive (no surface) for 500 steps: F@0.005 0.001 against 0.058 balanced (BENCHMARKS.md,
-    "VAE learning")."""
+    balanced (loss.tsdf_balanced): average the inside (target < 0) and the outside corners'
+    means instead, so that "outside everywhere" is no longer the L1 median. On the nine example
+    meshes it lifted F@0.005 after 500 warm-up steps from 0.001 to 0.058, but the `small`
+    budget's job ended lower with it (0.24 against 0.38, BENCHMARKS.md "VAE learning"), so it
+    is off by default."""
     keep = valid.to(torch.bool)
     if keep.sum() == 0:
         return corner_sdf.sum() * 0.0
     target = target.to(corner_sdf).clamp(-truncation, truncation)[keep]
     err = (corner_sdf[keep] - target).abs() / truncation
     inside = target < 0
-    if inside.all() or not inside.any():
+    if not balanced or inside.all() or not inside.any():
         return err.mean()
     return 0.5 * (err[inside].mean() + err[~inside].mean())
 

@@ -200,7 +200,8 @@ class VAEStep(TrainStep):
         terms["consistency"] = field_.consistency_loss()
         target = self._tsdf_target(record, field_.corner_coords)
         terms["tsdf"] = losses.tsdf_loss(field_.corner_sdf, target,
-                                         torch.ones_like(target, dtype=torch.bool), 2.0 / (4 * r))
+                                         torch.ones_like(target, dtype=torch.bool), 2.0 / (4 * r),
+                                         self.setup.loss.tsdf_balanced)
         total = losses.total_loss(terms, self.setup.loss, True)
         res.terms = {t.name: float(terms[t.name].detach()) for t in losses.LOSS_TERMS
                      if t.name in terms}
@@ -281,7 +282,8 @@ class VAEStep(TrainStep):
         if warmup or setup.loss.tsdf_after > 0:
             target = self._tsdf_target(record, field_.corner_coords)
             terms["tsdf"] = losses.tsdf_loss(field_.corner_sdf, target,
-                                             torch.ones_like(target, dtype=torch.bool), 2.0 / (4 * r))
+                                             torch.ones_like(target, dtype=torch.bool), 2.0 / (4 * r),
+                                         self.setup.loss.tsdf_balanced)
         total = losses.total_loss(terms, setup.loss, warmup)
         res.terms = {t.name: float(terms[t.name].detach()) for t in losses.LOSS_TERMS
                      if t.name in terms}
