@@ -324,3 +324,15 @@ def test_render_free_warmup_is_the_same_for_both_setups(tmp_path):
     assert weights["triposf"].keys() == weights["focusing"].keys()
     for key, value in weights["triposf"].items():
         assert torch.equal(value, weights["focusing"][key]), key
+
+
+def test_budget_minutes_set_each_setups_time_limit(tmp_path):
+    path = tmp_path / "timed.toml"
+    path.write_text(TINY_BUDGET.replace("steps = 120\n", "steps = 120\nminutes = 2.5\n", 1))
+    timed = load_budget(str(path))
+    assert timed.minutes == 2.5
+    assert timed.schedule == ["train.steps=120", "train.minutes=2.5"]
+    assert load_budget("small").schedule == [f"train.steps={load_budget('small').steps}"]
+    path.write_text(TINY_BUDGET.replace("steps = 120\n", "steps = 120\nminutes = -1\n", 1))
+    with pytest.raises(CompareError, match="minutes >= 0"):
+        load_budget(str(path))
