@@ -8,6 +8,12 @@ steps, seed), so the data order and the camera seeds are equal (the trainer draw
 start: the child records the peak RSS of training above its level after data preparation
 (sampled every 2 ms) and the parent records the child's whole max RSS through `os.wait4`.
 
+Shared warm-up: the render-free warm-up reads no camera, selector or renderer, so setups that
+differ only there train it identically. It is then trained once (RUN/runs/shared-warmup) and
+each setup's child resumes from its checkpoint (shared_warmup_steps). With the small budget
+this gives the warm-up 8 of the job's 14 minutes once, instead of a share per setup.
+A budget's `minutes` stops each setup after that much optimisation (train.minutes).
+
 Setup specs: `NAME[:key=value[:key=value...]]`, e.g. `focusing:decoder.depth=4`. Shorthands:
 - `selector=X`: replaces the setup's selectors at the stage its selectors use
   (`selectors.latent=["X"]` when the setup has latent selectors, else `selectors.output=["X"]`);
@@ -38,9 +44,12 @@ SHORTHANDS = {
     "renderer": "backend.renderer",
 }
 BUDGET_KEYS = {
-    "name", "description", "steps", "minutes", "meshes", "eval_points", "tau", "render_views", "render_size",
-    "threads",
+    "name", "description", "steps", "minutes", "meshes", "eval_points", "tau", "render_views",
+    "render_size", "threads",
 }
+# Tables the render-free warm-up never reads: setups that differ only here train it alike.
+WARMUP_FREE_KEYS = ("name", "description", "selectors", "cameras")
+WARMUP_DIR = "shared-warmup"
 SCALING_KEYS = {"latent_resolutions", "extra_latent_resolutions", "steps", "mesh", "timeout_s",
                 "memory_fraction", "config"}
 
@@ -289,7 +298,7 @@ def run_child_job(job: dict) -> dict:
         trainer.close()
     fit_s = time.perf_counter() - t1
     steps = [{"step": r.step, "terms": r.terms, "counts": r.counts, "seconds": r.seconds,
-              "peak_memory_mb": r.peak_memory_mb} for i, r in enumerate(history)]
+              "peak_memory_mb": r.peak_memory_mb} for r in history]
     out = {
         "setup": job["setup"], "overrides": job["overrides"], "steps": steps,
         "prep_s": prep_s, "fit_s": fit_s, "rss_start_mb": rss_start,
@@ -376,7 +385,8 @@ def _select_meshes(folder: Path, limit: int, into: Path) -> tuple[Path, list[Pat
 def prepare_out(out: Path, specs: list[SetupSpec], overwrite: bool) -> None:
     """Make the output folder; refuse to mix with an earlier comparison unless overwrite."""
     out.mkdir(parents=True, exist_ok=True)
-    stale = [out / "runs" / s.slug for s in specs if (out / "runs" / s.slug).exists()]
+    stale = [out / "runs" / name for name in [s.slug for s in specs] + [WARMUP_DIR]
+             if (out / "runs" / name).exists()]
     if stale and not overwrite:
         raise CompareError(f"{out} already holds runs of {', '.join(p.name for p in stale)}; "
                            f"pass --overwrite or choose another --out")
@@ -387,18 +397,13 @@ def prepare_out(out: Path, specs: list[SetupSpec], overwrite: bool) -> None:
         (out / sub).mkdir(exist_ok=True)
 
 
-# Tables the render-free warm-up never reads: setups that differ only here train it alike.
-WARMUP_FREE_KEYS = ("name", "description", "selectors", "cameras")
-WARMUP_DIR = "shared-warmup"
-
-
 def shared_warmup_steps(specs: list[SetupSpec], steps: int) -> int:
     """Steps of render-free warm-up every setup would train identically (0: none to share).
 
     The render-free warm-up (loss.warmup_render = false) draws no camera and runs no selector
     or renderer; its randomness comes from (train.seed, step, slot) alone. Setups whose
     resolved configs differ only in WARMUP_FREE_KEYS and backend.renderer therefore train
-    the same weights through it (tests/eval/test_compare_fork.py checks this), so `compare`
+    the same weights through it (tests/compare/test_compare.py checks it bit for bit), so `compare`
     trains it once and every setup resumes from its last checkpoint."""
     def warmup_view(cfg: dict) -> dict:
         view = {k: v for k, v in cfg.items() if k not in WARMUP_FREE_KEYS}
@@ -434,8 +439,8 @@ def train_setups(specs: list[SetupSpec], budget: Budget, data: Path, out: Path) 
     """Train each setup in its own process; returns label -> ChildResult.
 
     When the setups share their render-free warm-up (shared_warmup_steps), it is trained
-    once, in its own process, and each setup's process resumes from it: with the small
-    budget that halves the comparison's training time, at identical results."""
+    once, in its own process, and each setup's process resumes from it: the same results,
+    with the warm-up's time spent once instead of once per setup."""
     results = {}
     fork = shared_warmup_steps(specs, budget.steps)
     warm = None

@@ -36,9 +36,14 @@ API (what a new trainer needs)::
                     resume=False, allow_changes=False, dist_info=dist)
     history = engine.fit()            # list[StepResult]; engine.close() closes TensorBoard
 
-`train` is a `focusing.core.config.TrainConfig` (the [train] table): steps, batch_size, lr,
+`train` is a `focusing.core.config.TrainConfig` (the [train] table): steps, minutes (a wall-time
+limit on optimisation; the LR schedule then follows the clock), batch_size, lr,
 weight_decay, warmup_steps, grad_clip (0: none), seed, log_every, checkpoint_every,
 eval_every, amp, nonfinite ("skip" | "stop"), max_nonfinite_skips, deterministic.
+
+Profiling: `engine.profile.phase(name)` marks a phase of a step (the engine marks `backward` and
+`optimizer`); `profile_steps` reads their time and peak tensor memory from torch's profiler
+(benchmarks/step_profile.py).
 
 Non-finite guard: a loss or total gradient norm that is not finite (on any process) skips the
 update; the skipped-step count is logged (guard/skipped_steps, the progress bar) and
