@@ -151,3 +151,54 @@ def test_real_open_mesh_signs(name):
         assert on.abs().median() < 0.3 * t and on.mean().abs() < 0.1 * t
         carved = fuse_view_tsdf(torch.from_numpy(p), cams, depth, t, free_erosion=0)
         assert carved.mean() > on.mean() + 0.1 * t
+
+
+# ------------------------------------------------------------------------------ training target
+def _project_mesh(tm):
+    from focusing.core.geometry.mesh import Mesh
+
+    return Mesh(np.asarray(tm.vertices, dtype=np.float64), np.asarray(tm.faces), None)
+
+
+def test_surface_tsdf_is_the_exact_distance_with_the_views_sign(sphere_views):
+    from focusing.core.geometry.tsdf import surface_tsdf
+
+    cams, depth, sag = sphere_views
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=R_SPHERE)
+    sphere.apply_translation(CENTER)
+    p, _ = _near_sphere_points(3000, seed=5)
+    out = surface_tsdf(_project_mesh(sphere), torch.as_tensor(p), cams, depth, T,
+                       sign_band=0.005, sheet_half_width=0.01).numpy()
+    exact = np.clip(np.linalg.norm(p - CENTER, axis=1) - R_SPHERE, -T, T)
+    err = np.abs(out - exact)
+    # magnitude: the exact distance up to the icosphere's faceting; a sign can only be wrong
+    # where the views are not decisive, within a pixel or two of the surface (96^2 views)
+    assert (err[np.abs(exact) > 0.01] <= sag + 1e-6).all()
+    assert (np.abs(np.abs(out) - np.abs(exact)) <= sag + 1e-6).all()
+    assert (err > sag + 1e-6).mean() < 0.01
+    assert (out < 0).any()  # a closed shape: the sheet rule leaves it alone
+
+
+def test_surface_tsdf_turns_a_sheet_without_inside_into_a_thin_shell():
+    """The example blade is a sheet thinner than an output voxel: at the small budget's
+    settings (latent 32, 8 views of 96^2) no corner of its target is inside, so there is no
+    zero crossing to learn. With sheet_half_width w the target is the shell |d| - w."""
+    from focusing.core.geometry.mesh import normalize_mesh
+    from focusing.core.geometry.tsdf import surface_tsdf
+    from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
+
+    mesh, _, _ = normalize_mesh(load_mesh(mesh_file("blade"), normalize=False))
+    r, out_res = 32, 128
+    active = dilate_voxels(surface_voxels(mesh, r), r)
+    offsets = torch.stack(torch.meshgrid(*[torch.arange(5)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    corners = torch.unique((active[:, None, :] * 4 + offsets[None]).reshape(-1, 3), dim=0)
+    world = corners.double() / out_res - 0.5
+    cams = orbit_cameras(8, fov_y_deg=55.0, width=96, height=96)
+    depth = torch.stack([raycast(torch.as_tensor(mesh.vertices), torch.as_tensor(mesh.faces),
+                                 c, dtype=torch.float64).depth for c in cams])
+    t, w = 2.0 / out_res, 0.5 / out_res
+    signed = surface_tsdf(mesh, world, cams, depth, t, sign_band=w)
+    shell = surface_tsdf(mesh, world, cams, depth, t, sign_band=w, sheet_half_width=w)
+    assert not (signed < 0).any()
+    torch.testing.assert_close(shell, (signed.abs() - w).clamp(-t, t))
+    assert (shell < 0).sum() > 0.01 * len(shell)

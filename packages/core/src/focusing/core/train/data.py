@@ -36,7 +36,7 @@ class CacheError(RuntimeError):
 
 
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb")
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 @dataclass
@@ -135,7 +135,7 @@ def tsdf_target(mesh, latent_active: torch.Tensor, latent_resolution: int, camer
     corners = torch.unique((latent_active[:, None, :] * 4 + offsets[None]).reshape(-1, 3), dim=0)
     world = corners.to(torch.float64) / out_res - 0.5
     values = surface_tsdf(mesh, world, cameras, depths.double(), truncation=2.0 / out_res,
-                          sign_band=0.5 / out_res)
+                          sign_band=0.5 / out_res, sheet_half_width=0.5 / out_res)
     return corners, values.float()
 
 
