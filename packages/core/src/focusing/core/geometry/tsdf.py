@@ -148,8 +148,8 @@ def surface_tsdf(
     its 54,825 corners negative) has no zero crossing in a signed target, so a render-free
     warm-up can only teach it an empty field (blade F@0.005 0.10 in the small budget's job).
     With sheet_half_width > 0 such a shape's target becomes the shell |d| - sheet_half_width,
-    whose two zero sets lie that far either side of the sheet. Shapes with any inside are
-    left as they are."""
+    whose two zero sets lie that far either side of the sheet (half an output voxel: blade
+    then reached 0.99). Shapes with any inside are left as they are."""
     from scipy.spatial import cKDTree
 
     from focusing.core.geometry.sampling import sample_surface

@@ -89,8 +89,8 @@ def tsdf_loss(corner_sdf: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
     balanced (loss.tsdf_balanced): average the inside (target < 0) and the outside corners'
     means instead, so that "outside everywhere" is no longer the L1 median. On the nine example
     meshes it lifted F@0.005 after 500 warm-up steps from 0.001 to 0.058, but the `small`
-    budget's job ended lower with it (0.24 against 0.38, BENCHMARKS.md "VAE learning"), so it
-    is off by default."""
+    budget's job ended lower with it (0.24 after 1,650 steps, against 0.38 without it after
+    1,000; BENCHMARKS.md "VAE learning, session 2"), so it is off by default."""
     keep = valid.to(torch.bool)
     if keep.sum() == 0:
         return corner_sdf.sum() * 0.0
