@@ -179,7 +179,6 @@ class VAEStep(TrainStep):
         Why: on fandisk (small model, 2 CPU cores) this step took 0.3 s against 2.2 s for a
         full decode, and 400 such steps (135 s) reached F@0.005 0.61 where 300 steps with
         render losses from step 0 gave 0.05 (BENCHMARKS.md, "VAE learning")."""
-        r = self.setup.model.latent_resolution
         with phase("select"):
             z = self._warmup_crop(z, gen)
         res.counts["latent_kept"] = len(z)
@@ -283,7 +282,7 @@ class VAEStep(TrainStep):
             target = self._tsdf_target(record, field_.corner_coords)
             terms["tsdf"] = losses.tsdf_loss(field_.corner_sdf, target,
                                              torch.ones_like(target, dtype=torch.bool), 2.0 / (4 * r),
-                                         self.setup.loss.tsdf_balanced)
+                                             setup.loss.tsdf_balanced)
         total = losses.total_loss(terms, setup.loss, warmup)
         res.terms = {t.name: float(terms[t.name].detach()) for t in losses.LOSS_TERMS
                      if t.name in terms}
