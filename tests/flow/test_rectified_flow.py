@@ -89,3 +89,16 @@ def test_cfg_with_zero_strength_equals_the_conditional_model():
     torch.testing.assert_close(v, 4 * model(x, 0.5, cond) - 3 * model(x, 0.5, uncond))
     assert torch.equal(rf.guided_velocity(model, x, 0.9, cond, uncond, 3.0, (0.1, 0.8)),
                        model(x, 0.9, cond))
+
+
+def test_packed_flow_loss_is_the_mean_of_each_samples_own_loss():
+    """Two samples of 3 and 7 rows packed together: the mean of their separate flow_loss values
+    (float64), not the pooled mean over all 10 rows, which weighs the larger sample more."""
+    g = torch.Generator().manual_seed(0)
+    v, x0, eps = (torch.randn(10, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    sample = torch.tensor([1, 0, 1, 1, 0, 1, 0, 1, 1, 1])
+    parts = [sample == k for k in (0, 1)]
+    expected = sum(rf.flow_loss(v[m], x0[m], eps[m]) for m in parts) / 2
+    got = rf.packed_flow_loss(v, x0, eps, sample, 2)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+    assert abs(float(got) - float(rf.flow_loss(v, x0, eps))) > 1e-3

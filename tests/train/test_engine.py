@@ -213,3 +213,78 @@ def test_lr_schedule_follows_the_clock_when_minutes_run_out_first():
     assert f(20) == pytest.approx(0.0, abs=1e-12)
     plain = lr_factor(toy_train(steps=1000, warmup_steps=0))
     assert plain(500) == pytest.approx(0.5)
+
+
+def test_ema_checkpoints_the_average_that_a_float64_recomputation_gives(tmp_path):
+    """train.ema: the checkpoint's weights are the average of the online weights after every
+    update, w <- d_n w + (1 - d_n) w_n with d_n = min(d, (1 + n) / (10 + n)), recomputed here
+    in float64 from the online weights the optimiser produced; the online weights sit in the
+    training state, and the evaluation sees the average."""
+    decay = 0.8
+    engine = make_engine(tmp_path / "run", steps=12, ema=decay, checkpoint_every=0, eval_every=12)
+    flat = lambda m: torch.cat([m["weight"].flatten(), m["bias"]]).double()  # noqa: E731
+    average = flat(engine.module.state_dict())
+    online, seen_by_eval = [], []
+    real_step, real_evaluate = engine.train_step, engine.trainstep.evaluate
+
+    def recording_step():
+        result = real_step()
+        online.append(flat(engine.module.state_dict()).clone())
+        return result
+
+    def recording_evaluate(step):
+        seen_by_eval.append(flat(engine.module.state_dict()).clone())
+        return real_evaluate(step)
+
+    engine.train_step, engine.trainstep.evaluate = recording_step, recording_evaluate
+    engine.fit()
+    engine.close()
+    for n, w in enumerate(online, start=1):
+        d = min(decay, (1 + n) / (10 + n))
+        average = d * average + (1 - d) * w
+    step, saved, state = load_checkpoint(tmp_path / "run", with_state=True)
+    assert step == 12 and len(online) == 12 and state["ema_updates"] == 12
+    torch.testing.assert_close(flat(saved), average, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(flat(state["online_weights"]), online[-1], rtol=0, atol=0)
+    assert (flat(saved) - online[-1]).abs().max() > 1e-3  # the average is not the online weights
+    torch.testing.assert_close(seen_by_eval[-1], flat(saved), rtol=0, atol=0)
+    torch.testing.assert_close(flat(engine.module.state_dict()), online[-1], rtol=0, atol=0)
+
+
+def test_ema_resume_is_bitwise_exact(tmp_path):
+    whole, _ = _fit(tmp_path / "whole", ema=0.9)
+    engine = make_engine(tmp_path / "split", ema=0.9)
+    engine.fit(steps=6)
+    engine.close()
+    resumed, _ = _fit(tmp_path / "split", resume=True, ema=0.9)
+    for run in ("whole", "split"):
+        assert torch.load(next((tmp_path / run / "checkpoints").glob("step_00000012.state.pt")),
+                          weights_only=False)["ema_updates"] == 12
+    a, b = load_file(weights_path(tmp_path / "whole", 12)), load_file(weights_path(tmp_path / "split", 12))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    torch.testing.assert_close(resumed.module.weight, whole.module.weight, rtol=0, atol=0)
+
+
+def test_ema_must_be_below_one(tmp_path):
+    with pytest.raises(ConfigError, match="train.ema"):
+        make_engine(tmp_path / "run", ema=1.0)
+
+
+def test_ema_can_be_switched_on_and_off_at_a_resume(tmp_path):
+    """A run without an average resumed with train.ema starts the average at its weights; a run
+    with one resumed without it continues from the online weights, not from the average."""
+    plain, averaged = tmp_path / "plain", tmp_path / "averaged"
+    _fit(plain, steps=6)
+    before = load_file(weights_path(plain, 6))
+    engine = make_engine(plain, resume=True, allow_changes=True, steps=6, ema=0.9)
+    for k, v in engine.ema.shadow.items():
+        assert torch.equal(v, before[k]), k
+    engine.close()
+    _fit(averaged, steps=6, ema=0.9)
+    _, _, state = load_checkpoint(averaged, with_state=True)
+    engine = make_engine(averaged, resume=True, allow_changes=True, steps=6)
+    assert engine.ema is None
+    for k, v in engine.module.state_dict().items():
+        assert torch.equal(v, state["online_weights"][k]), k
+    engine.close()

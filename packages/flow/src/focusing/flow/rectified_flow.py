@@ -67,6 +67,17 @@ def flow_loss(velocity: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor,
     return torch.nn.functional.mse_loss(velocity, velocity_target(x0, eps, sigma_min))
 
 
+def packed_flow_loss(velocity: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, sample: torch.Tensor,
+                     samples: int, sigma_min: float = SIGMA_MIN) -> torch.Tensor:
+    """flow_loss of each sample of a packed batch (rows [N,C], sample index [N] in [0, samples)),
+    then the mean over samples; scalar. Each shape weighs the same whatever its token count, so
+    a batch split over processes (each averaging its own shapes) gives the same gradient."""
+    err = (velocity - velocity_target(x0, eps, sigma_min)).pow(2).mean(1)
+    sums = err.new_zeros(samples).index_add_(0, sample, err)
+    counts = torch.bincount(sample, minlength=samples).clamp_min(1).to(err.dtype)
+    return (sums / counts).mean()
+
+
 def rescale_t(t: torch.Tensor, scale: float) -> torch.Tensor:
     """TRELLIS's time rescale t' = s t / (1 + (s - 1) t) (s = 1: unchanged); same shape."""
     return scale * t / (1 + (scale - 1) * t)

@@ -95,11 +95,14 @@ def prepare_shapes(cfg: dict, vae, vae_cfg: dict, data_dir: Path, with_latents: 
 
 
 class _FlowStep(TrainStep):
-    """What the flow steps share: the batch of a step's slots and their seeded generators."""
+    """What the flow steps share: the stage module, the batch of a step's slots and their
+    seeded generators."""
 
-    def __init__(self, cfg: dict, shapes: list[FlowShape], device: torch.device):
+    def __init__(self, cfg: dict, shapes: list[FlowShape], stage: StructureStage | LatentStage,
+                 device: torch.device):
         self.cfg = cfg
         self.shapes = shapes
+        self.stage = stage
         self.device = device
         self.seed, self.batch = int(cfg["train"]["seed"]), int(cfg["train"]["batch_size"])
 
@@ -133,10 +136,6 @@ class StructureVAEStep(_FlowStep):
     """The structure VAE's step: Dice/BCE + KL on the latent occupancy [B,1,R,R,R] of the batch."""
 
     shape_keys = STRUCTURE_VAE_SHAPE_KEYS
-
-    def __init__(self, cfg: dict, shapes: list[FlowShape], stage: StructureStage, device: torch.device):
-        super().__init__(cfg, shapes, device)
-        self.stage = stage
 
     @property
     def module(self) -> torch.nn.Module:
@@ -177,8 +176,7 @@ class StructureStep(_FlowStep):
     shape_keys = STRUCTURE_SHAPE_KEYS
 
     def __init__(self, cfg: dict, shapes: list[FlowShape], stage: StructureStage, device: torch.device):
-        super().__init__(cfg, shapes, device)
-        self.stage = stage
+        super().__init__(cfg, shapes, stage, device)
         stage.svae.requires_grad_(False)
 
     @property
@@ -208,10 +206,6 @@ class LatentStep(_FlowStep):
 
     shape_keys = LATENT_SHAPE_KEYS
 
-    def __init__(self, cfg: dict, shapes: list[FlowShape], stage: LatentStage, device: torch.device):
-        super().__init__(cfg, shapes, device)
-        self.stage = stage
-
     @property
     def module(self) -> torch.nn.Module:
         """The LatentStage (DiT, trained encoder, latent statistics)."""
@@ -230,7 +224,7 @@ class LatentStep(_FlowStep):
         sigma_min = float(self.cfg["flow"]["sigma_min"])
         x_t = rf.interpolate(x0, eps, rf.expand_per_row(t, latents.coords[:, 0]), sigma_min)
         v = self.stage.dit(latents.replace(x_t), t, tokens)
-        loss = rf.flow_loss(v.feats, x0, eps, sigma_min)
+        loss = rf.packed_flow_loss(v.feats, x0, eps, latents.coords[:, 0], len(shapes), sigma_min)
         return StepOutput(loss, terms={"flow": float(loss.detach()), "total": float(loss.detach())})
 
 
@@ -307,6 +301,8 @@ class FlowTrainer:
                         name="structure VAE")
         try:
             self.vae_history = engine.fit()
+            # the checkpoint's weights: with train.ema, the average, which the flow then freezes
+            load_weights(sub_dir, self.model.svae, steps)
             self.structure_vae_iou = step.shape_iou()
             if engine.writer is not None:
                 engine.writer.add_scalar("eval/iou", float(np.mean(list(self.structure_vae_iou.values()))),

@@ -285,6 +285,7 @@ class TrainConfig:
     weight_decay: float = _float(lo=0)
     warmup_steps: int = _int(lo=0)
     grad_clip: float = _float(lo=0)
+    ema: float = _float(lo=0, hi=1, hi_open=True)
     seed: int = _int(lo=0)
     log_every: int = _int(lo=1)
     image_every: int = _int(lo=0)

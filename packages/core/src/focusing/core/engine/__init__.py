@@ -38,7 +38,8 @@ API (what a new trainer needs)::
 
 `train` is a `focusing.core.config.TrainConfig` (the [train] table): steps, minutes (a wall-time
 limit on optimisation; the LR schedule then follows the clock), batch_size, lr,
-weight_decay, warmup_steps, grad_clip (0: none), seed, log_every, checkpoint_every,
+weight_decay, warmup_steps, grad_clip (0: none), ema (0: none; a weight average that
+checkpoints and evaluations use, `engine.ema`), seed, log_every, checkpoint_every,
 eval_every, amp, nonfinite ("skip" | "stop"), max_nonfinite_skips, deterministic.
 
 Profiling: `engine.profile.phase(name)` marks a phase of a step (the engine marks `backward` and

@@ -7,6 +7,7 @@ import os
 import time
 import warnings
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 
 from focusing.core.config import TrainConfig, dumps
 from focusing.core.engine import checkpoint
+from focusing.core.engine.ema import WeightAverage
 from focusing.core.engine.distributed import (
     DistInfo, all_reduce_gradients, all_reduce_mean, barrier, init_distributed,
 )
@@ -95,7 +97,7 @@ class TrainStep(ABC):
     train_seconds: float = 0.0
 
     def state_dict(self) -> dict:
-        """Extra state to checkpoint beside the module (e.g. an EMA)."""
+        """Extra state to checkpoint beside the module (the engine keeps train.ema itself)."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
@@ -160,6 +162,8 @@ class Engine:
                                            weight_decay=train.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor(train, clock=lambda: self.train_seconds))
+        # train.ema > 0: the averaged weights are what checkpoints, evaluations and calibration use
+        self.ema = WeightAverage(self.module, train.ema) if train.ema > 0 else None
         self.step = 0
         self.skipped_total = 0
         self.skipped_in_row = 0
@@ -183,7 +187,10 @@ class Engine:
     # -- checkpoints --------------------------------------------------------------------
     def _resume(self) -> None:
         step, weights, state = checkpoint.load_checkpoint(self.run_dir, with_state=True)
-        self.module.load_state_dict(weights)
+        online = state.get("online_weights")  # written when the run kept an EMA: weights is the average
+        self.module.load_state_dict(weights if online is None else {**weights, **online})
+        if self.ema is not None:
+            self.ema.load(weights, state.get("ema_updates", 0))
         self.optimizer.load_state_dict(state["optimizer"])
         if "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -205,15 +212,22 @@ class Engine:
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                  "skipped_total": self.skipped_total, "train_seconds": self.train_seconds,
                  "trainstep": self.trainstep.state_dict()}
-        try:
-            path = checkpoint.save_checkpoint(self.run_dir, self.step, self.module, state)
-        except checkpoint.CheckpointError as exc:
-            raise NonFiniteError(f"{exc}; the last good checkpoint is kept") from None
-        self.module.eval()
-        with torch.no_grad():
-            self.trainstep.on_checkpoint(self.step, self.step >= self.train.steps or self.out_of_time())
+        if self.ema is not None:
+            state.update(online_weights=self.ema.online_state(self.module), ema_updates=self.ema.updates)
+        with self.averaged_weights():
+            try:
+                path = checkpoint.save_checkpoint(self.run_dir, self.step, self.module, state)
+            except checkpoint.CheckpointError as exc:
+                raise NonFiniteError(f"{exc}; the last good checkpoint is kept") from None
+            self.module.eval()
+            with torch.no_grad():
+                self.trainstep.on_checkpoint(self.step, self.step >= self.train.steps or self.out_of_time())
         self.module.train()
         return path
+
+    def averaged_weights(self):
+        """A context in which the module holds train.ema's averaged weights (nothing without one)."""
+        return self.ema.swapped_in(self.module) if self.ema is not None else nullcontext()
 
     # -- the step -----------------------------------------------------------------------
     def autocast(self):
@@ -277,6 +291,8 @@ class Engine:
             finite = self._all_finite(math.isfinite(float(norm)))
         if finite:
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.module)
             self.skipped_in_row = 0
         else:
             self._nonfinite(step)
@@ -360,7 +376,7 @@ class Engine:
     def _evaluate(self) -> None:
         self.trainstep.train_seconds = self.train_seconds
         self.module.eval()
-        with torch.no_grad():
+        with torch.no_grad(), self.averaged_weights():
             self.last_eval = dict(self.trainstep.evaluate(self.step))
         self.module.train()
         if self.writer is not None:
