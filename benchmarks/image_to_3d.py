@@ -49,7 +49,8 @@ def _train(stage: str, vae: Path, data: Path, out: Path, sets: list[str]) -> flo
 
 
 def _profile(stage: str, vae: Path, data: Path, sets: list[str], steps: int) -> dict[str, dict]:
-    """Per step kind: mean ms and peak MiB per phase over `steps` profiled steps."""
+    """Per step kind: mean ms and peak tensor MiB of a step over `steps` profiled steps, its
+    backward and optimizer ms, and the parameters its optimiser updates."""
     from focusing.core.engine.profile import profile_steps
     from focusing.flow.stages import load_flow_config
     from focusing.flow.train import STRUCTURE_VAE_DIR, FlowTrainer, StructureVAEStep
