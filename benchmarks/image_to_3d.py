@@ -64,9 +64,9 @@ def _profile(stage: str, vae: Path, data: Path, sets: list[str], steps: int) -> 
         kinds = [(f"{stage} flow", trainer.engine)]
         if stage == "structure":
             from focusing.core.engine import Engine
-            from focusing.flow.train import _structure_vae_config, flow_train_config
+            from focusing.flow.train import flow_train_config, structure_vae_config
 
-            sub = _structure_vae_config(trainer.cfg)
+            sub = structure_vae_config(trainer.cfg)
             trainer.model.svae.requires_grad_(True)  # the flow step froze it; its own step trains it
             sv_step = StructureVAEStep(trainer.cfg, trainer.shapes, trainer.model, trainer.device)
             sv_engine = Engine(sv_step, flow_train_config(sub["train"]), Path(tmp) / STRUCTURE_VAE_DIR,

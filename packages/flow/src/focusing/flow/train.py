@@ -228,7 +228,7 @@ class LatentStep(_FlowStep):
         return StepOutput(loss, terms={"flow": float(loss.detach()), "total": float(loss.detach())})
 
 
-def _structure_vae_config(cfg: dict) -> dict:
+def structure_vae_config(cfg: dict) -> dict:
     """The config of the structure VAE's own run: its table, and [train] with its steps and lr."""
     sv = cfg["structure_vae"]
     train = {**cfg["train"], "steps": int(sv["steps"]), "lr": float(sv["lr"])}
@@ -286,7 +286,7 @@ class FlowTrainer:
         """Phase one of the structure stage: the structure VAE's own engine run in
         RUN/structure_vae (skipped when it is complete; resumed when it was interrupted)."""
         sub_dir = self.run_dir / STRUCTURE_VAE_DIR
-        sub_cfg = _structure_vae_config(self.cfg)
+        sub_cfg = structure_vae_config(self.cfg)
         steps = int(sub_cfg["train"]["steps"])
         if self.resume and (self.run_dir / "checkpoints").exists():
             return  # the flow has started: its checkpoint holds the trained structure VAE
@@ -302,7 +302,7 @@ class FlowTrainer:
         try:
             self.vae_history = engine.fit()
             # the checkpoint's weights: with train.ema, the average, which the flow then freezes
-            load_weights(sub_dir, self.model.svae, steps)
+            load_weights(sub_dir, self.model.svae, engine.step)
             self.structure_vae_iou = step.shape_iou()
             if engine.writer is not None:
                 engine.writer.add_scalar("eval/iou", float(np.mean(list(self.structure_vae_iou.values()))),

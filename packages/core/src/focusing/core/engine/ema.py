@@ -42,11 +42,12 @@ class WeightAverage:
 
     @contextmanager
     def swapped_in(self, module: torch.nn.Module):
-        """Within the block the module holds the averaged weights; the online ones come back after."""
+        """Within the block the module holds the averaged weights; the online ones come back after.
+        Yields the online weights (a copy of the averaged entries)."""
         online = self.online_state(module)
         module.load_state_dict(self.shadow, strict=False)
         try:
-            yield
+            yield online
         finally:
             module.load_state_dict(online, strict=False)
 

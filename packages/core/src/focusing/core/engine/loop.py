@@ -212,9 +212,9 @@ class Engine:
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                  "skipped_total": self.skipped_total, "train_seconds": self.train_seconds,
                  "trainstep": self.trainstep.state_dict()}
-        if self.ema is not None:
-            state.update(online_weights=self.ema.online_state(self.module), ema_updates=self.ema.updates)
-        with self.averaged_weights():
+        with self.averaged_weights() as online:
+            if online is not None:  # resume continues from these, the checkpoint holds the average
+                state.update(online_weights=online, ema_updates=self.ema.updates)
             try:
                 path = checkpoint.save_checkpoint(self.run_dir, self.step, self.module, state)
             except checkpoint.CheckpointError as exc:
@@ -226,7 +226,8 @@ class Engine:
         return path
 
     def averaged_weights(self):
-        """A context in which the module holds train.ema's averaged weights (nothing without one)."""
+        """A context in which the module holds train.ema's averaged weights and which yields the
+        online ones (without an average: nothing changes and it yields None)."""
         return self.ema.swapped_in(self.module) if self.ema is not None else nullcontext()
 
     # -- the step -----------------------------------------------------------------------
