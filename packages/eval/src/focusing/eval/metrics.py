@@ -1,6 +1,6 @@
 """Surface metrics of a predicted against a ground-truth mesh: Chamfer, F-score, normal consistency.
 
-Protocol (DESIGN.md "Metrics protocol"): both meshes are mapped by the same similarity that
+Protocol (docs/DESIGN.md "Metrics protocol"): both meshes are mapped by the same similarity that
 takes the *ground truth's* bounding box to [-0.5, 0.5] (centre to the origin, largest extent
 to 1). The box is that of the gt's surface with area (`surface_bounds`): unreferenced vertices
 and degenerate or speck faces are never sampled, so they must not set the frame either. Each

@@ -1,6 +1,6 @@
 """The trainer: one code path for every setup (backend, renderer, selectors, upsampler as plugins).
 
-A training step, per shape (DESIGN.md "The training step"): sample a camera, render the ground
+A training step, per shape (docs/DESIGN.md "The training step"): sample a camera, render the ground
 truth from the raw mesh, encode, run the latent-stage selectors, decode the kept latents,
 run the output-stage selectors, extract the SparseFlex mesh, render it with the (possibly
 zoomed) camera, and add up the losses of eq. 7. Steps are reproducible: every random draw of
@@ -83,7 +83,7 @@ def make_selectors(setup: Setup, stage: str) -> list:
 
 
 class VAEStep(TrainStep):
-    """The VAE's own step: data, cameras, selectors, decode, render, losses (DESIGN.md)."""
+    """The VAE's own step: data, cameras, selectors, decode, render, losses (docs/DESIGN.md)."""
 
     slots_per_call = 1  # one shape per backward: memory holds one shape's graph at a time
     counts_tag = "voxels"
