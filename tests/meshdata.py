@@ -19,3 +19,20 @@ def mesh_file(name: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"example mesh {path} is missing")
     return path
+
+
+def first_views(names: list[str], image_size: int):
+    """View 0 of each named example mesh as the flow's conditioning image: [len(names),3,S,S]."""
+    import torch
+
+    from focusing.core.geometry.mesh import load_mesh
+    from focusing.flow.views import render_views
+
+    settings = {"count": 1, "held_out": 0, "render_size": 64, "image_size": image_size,
+                "fov_y_deg": 40.0, "radius": 2.0, "seed": 0}
+    views = []
+    for name in names:
+        mesh = load_mesh(mesh_file(name))
+        views.append(render_views(torch.as_tensor(mesh.vertices).float(), torch.as_tensor(mesh.faces),
+                                  settings, [0])[0])
+    return torch.stack(views)

@@ -75,18 +75,9 @@ def _train_to_follow_images(images: torch.Tensor, targets: torch.Tensor, steps: 
 def test_the_structure_flow_learns_to_follow_its_image():
     # two real views, two latent targets: after a short fit each image's sample lands on its own
     # target (distance ratio about 0.04); with the image blanked it cannot (about 1)
-    from focusing.core.geometry.mesh import load_mesh
-    from focusing.flow.views import render_views
+    from meshdata import first_views
 
-    from meshdata import mesh_file
-
-    settings = {"count": 1, "held_out": 0, "render_size": 64, "image_size": 32, "fov_y_deg": 40.0,
-                "radius": 2.0, "seed": 0}
-    images = []
-    for name in ("couplingdown", "fandisk"):
-        mesh = load_mesh(mesh_file(name))
-        images.append(render_views(torch.as_tensor(mesh.vertices).float(), torch.as_tensor(mesh.faces), settings, [0])[0])
-    images = torch.stack(images)
+    images = first_views(["couplingdown", "fandisk"], 32)
     targets = torch.randn(2, 4, 4, 4, 4, generator=torch.Generator().manual_seed(3))
     assert max(_train_to_follow_images(images, targets)) < 0.3
     assert min(_train_to_follow_images(images, targets, blind=True)) > 0.5

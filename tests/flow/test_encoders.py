@@ -145,20 +145,12 @@ def test_efficientnet_lite0_gives_49_frozen_tokens():
 def test_cnn_tokens_tell_real_views_apart_at_initialisation():
     # a plain conv stack at default init shrank the image away (token differences between
     # images 1e-4 of the tokens' scale), so the flow learned to ignore its condition
-    from focusing.core.geometry.mesh import load_mesh
-    from focusing.flow.views import render_views
+    from meshdata import first_views
 
-    from meshdata import mesh_file
-
-    settings = {"count": 1, "held_out": 0, "render_size": 64, "image_size": 64, "fov_y_deg": 40.0,
-                "radius": 2.0, "seed": 0}
-    views = []
-    for name in ("couplingdown", "fandisk"):
-        mesh = load_mesh(mesh_file(name))
-        views.append(render_views(torch.as_tensor(mesh.vertices).float(), torch.as_tensor(mesh.faces), settings, [0])[0])
+    views = first_views(["couplingdown", "fandisk"], 64)
     torch.manual_seed(0)
     enc = build_encoder("cnn", {})
     with torch.no_grad():
-        tokens = enc(torch.stack(views))
+        tokens = enc(views)
     between = (tokens[0] - tokens[1]).pow(2).mean().sqrt()
     assert between > 0.3 * tokens.pow(2).mean().sqrt()
