@@ -57,13 +57,13 @@ def tiny_run(tiny_data: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def surface_run(tiny_data: Path, tmp_path: Path) -> Path:
-    """A tiny run trained long enough (80 render-free steps) to decode a surface: the decoder
-    starts as an empty field."""
+    """A tiny run trained long enough (120 render-free steps) to decode a surface: the decoder
+    starts as an empty field (with pointnet.reach = 1, 80 steps left couplingdown empty)."""
     from focusing.core.config import load_setup
     from focusing.core.train.trainer import Trainer
 
     run = tmp_path / "surface-run"
-    trainer = Trainer(load_setup("focusing", TINY + ["train.steps=80", "loss.tsdf_steps=80",
+    trainer = Trainer(load_setup("focusing", TINY + ["train.steps=120", "loss.tsdf_steps=120",
                                                      "train.lr=5e-3", "loss.warmup_render=false"]),
                       tiny_data, run, progress=False)
     trainer.fit()

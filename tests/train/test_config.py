@@ -53,3 +53,14 @@ def test_setup_file_and_missing_file(tmp_path):
     assert cfg["decoder"]["depth"] == 3 and cfg["name"] == "mine"
     with pytest.raises(ConfigError, match="does not exist"):
         load_setup(str(tmp_path / "missing.toml"))
+
+
+def test_a_run_stored_before_pointnet_reach_existed_loads_with_its_earlier_behaviour():
+    from focusing.core.config import load_setup, normalise_stored
+
+    stored = load_setup("focusing")
+    assert stored["pointnet"]["reach"] == 1  # today's default
+    del stored["pointnet"]["reach"]
+    assert normalise_stored(stored)["pointnet"]["reach"] == 0
+    stored["pointnet"]["reach"] = 1
+    assert normalise_stored(stored)["pointnet"]["reach"] == 1

@@ -207,6 +207,7 @@ class PointNetConfig:
 
     hidden: int = _int(lo=1)
     out: int = _int(lo=1)
+    reach: int = _int(lo=0, hi=1)
     frozen: bool = _bool()
 
 
@@ -269,6 +270,7 @@ class LossConfig:
     warmup_render: bool = _bool()
     warmup_latents: int = _int(lo=0)
     tsdf_balanced: bool = _bool()
+    tsdf_saturate: bool = _bool()
     tsdf_after: float = _float(lo=0)
     tsdf_views: int = _int(lo=1)
     consistency: float = _float(lo=0)
@@ -502,16 +504,24 @@ def dumps(config: dict | Setup) -> str:
 
 # Keys older run folders may hold that setups no longer have.
 REMOVED_KEYS = ("cameras.views_per_step",)
+# Keys added with a default other than the behaviour before them: a stored config without the
+# key ran with this value.
+EARLIER_BEHAVIOUR = {"pointnet.reach": 0}
 
 
 def normalise_stored(stored: dict) -> dict:
     """A run folder's stored config brought to today's keys: removed keys dropped, new keys
-    filled from the defaults (runs written before they existed used the default behaviour)."""
+    filled with the behaviour the run had before they existed (EARLIER_BEHAVIOUR, else the
+    default)."""
     stored = copy.deepcopy(stored)
     for key in REMOVED_KEYS:
         table, _, leaf = key.rpartition(".")
         if isinstance(stored.get(table), dict):
             stored[table].pop(leaf, None)
+    for key, value in EARLIER_BEHAVIOUR.items():
+        table, _, leaf = key.rpartition(".")
+        if isinstance(stored.get(table), dict):
+            stored[table].setdefault(leaf, value)
     return _merge(load_defaults(), stored)
 
 

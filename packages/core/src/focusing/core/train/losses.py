@@ -81,7 +81,7 @@ def occupancy_precision_recall(logits: list[torch.Tensor], targets: list[torch.T
 
 
 def tsdf_loss(corner_sdf: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
-              truncation: float, balanced: bool = False) -> torch.Tensor:
+              truncation: float, balanced: bool = False, saturate: bool = False) -> torch.Tensor:
     """Eq. 5: mean L1 between predicted corner SDFs [Nc] and the truncated target [Nc], in
     units of the truncation. The target is truncated, the prediction is not: clamping the
     prediction gave no gradient to the 37% of corners beyond the truncation at initialisation.
@@ -95,7 +95,12 @@ def tsdf_loss(corner_sdf: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
     if keep.sum() == 0:
         return corner_sdf.sum() * 0.0
     target = target.to(corner_sdf).clamp(-truncation, truncation)[keep]
-    err = (corner_sdf[keep] - target).abs() / truncation
+    pred = corner_sdf[keep]
+    err = (pred - target).abs() / truncation
+    if saturate:
+        # a corner at the truncation is satisfied anywhere beyond it on its own side
+        beyond = (target.abs() >= truncation) & (pred * target.sign() >= truncation)
+        err = torch.where(beyond, torch.zeros_like(err), err)
     inside = target < 0
     if not balanced or inside.all() or not inside.any():
         return err.mean()

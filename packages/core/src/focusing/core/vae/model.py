@@ -72,7 +72,7 @@ class ShapeVAE(nn.Module):
         self.latent_resolution = int(m["latent_resolution"])
         self.latent_channels = int(m["latent_channels"])
         backend = cfg["backend"]["sparse"]
-        self.pointnet = LocalPointNet(int(pn["hidden"]), int(pn["out"]))
+        self.pointnet = LocalPointNet(int(pn["hidden"]), int(pn["out"]), int(pn["reach"]))
         if pn["frozen"]:
             self.pointnet.requires_grad_(False)
         self.enc_in = nn.Linear(int(pn["out"]), int(enc["width"]))
