@@ -64,14 +64,15 @@ def test_saturated_tsdf_loss_frees_only_far_corners_beyond_the_truncation_on_the
     from focusing.core.train.losses import tsdf_loss
 
     t = 0.5
-    target = torch.tensor([0.9, 0.9, -2.0, -2.0, 0.2, 0.6], dtype=torch.float64)
+    target = torch.tensor([0.9, 0.9, -2.0, -2.0, 0.2, 0.4], dtype=torch.float64)
     pred = torch.tensor([0.7, 0.3, -0.8, 0.1, -0.1, 0.55], dtype=torch.float64)
     valid = torch.ones(6, dtype=torch.bool)
     clamped = target.clamp(-t, t)
     plain = (pred - clamped).abs() / t
     assert torch.isclose(tsdf_loss(pred, target, valid, t), plain.mean())
     # corners 0 and 2 sit at the truncation and beyond it on their own side: they cost nothing;
-    # corner 1 (short of it), corner 3 (wrong side) and the band corners keep their L1
+    # corner 1 (short of it), corner 3 (wrong side) and the band corners (even corner 5, beyond
+    # its target but inside the truncation) keep their L1
     expect = plain.clone()
     expect[[0, 2]] = 0.0
     assert torch.isclose(tsdf_loss(pred, target, valid, t, saturate=True), expect.mean())
