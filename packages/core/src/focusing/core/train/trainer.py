@@ -32,6 +32,7 @@ from focusing.core.sparseflex.flexicubes import extract_mesh
 from focusing.core.train import losses
 from focusing.core.train.data import ShapeDataset, ShapeRecord, shape_order
 from focusing.core.vae.model import ShapeVAE
+from focusing.core.vae.pointnet import holding_voxels
 
 @dataclass
 class ShapeResult:
@@ -93,7 +94,7 @@ class WarmupCrop:
     def holds_needed_points(self, points: torch.Tensor, resolution: int, reach: int) -> torch.Tensor:
         """Mask [P] of the points [P,3] whose voxel lies within `reach` of the region: the ones
         the PointNet pools into the region's voxels."""
-        ijk = ((points + 0.5) * resolution).floor().long().clamp_(0, resolution - 1)
+        ijk = holding_voxels(points, resolution)
         dist = (ijk - self.centre.to(ijk)).abs().max(1).values
         return dist <= self.radius + self.halo + reach
 

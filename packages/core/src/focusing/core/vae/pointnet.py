@@ -19,14 +19,18 @@ from focusing.core.sparse.kernels import KERNEL3_OFFSETS
 from focusing.core.sparse.tensor import SparseTensor
 
 
+def holding_voxels(points: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Integer coords [P,3] of the voxel at `resolution` holding each point [P,3] (unit box)."""
+    return ((points + 0.5) * resolution).floor().long().clamp_(0, resolution - 1)
+
+
 def point_voxel_pairs(points: torch.Tensor, voxels: SparseTensor, batch: torch.Tensor | None = None,
                       reach: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(voxel row [Q], point index [Q]) of every active voxel within `reach` voxels (Chebyshev)
     of the voxel holding each point [P,3] (unit box); reach 0: the holding voxel only."""
     if reach not in (0, 1):
         raise ValueError(f"reach must be 0 or 1, got {reach}")
-    r = voxels.resolution
-    ijk = ((points + 0.5) * r).floor().long().clamp_(0, r - 1)
+    ijk = holding_voxels(points, voxels.resolution)
     b = torch.zeros(len(points), 1, dtype=torch.long) if batch is None else batch[:, None].long()
     base = torch.cat([b.to(ijk.device), ijk], dim=1)
     offsets = (KERNEL3_OFFSETS if reach else KERNEL3_OFFSETS[13:14]).to(ijk.device)
