@@ -3,14 +3,14 @@ then scored from held-out views, plus per-step cost, parameter counts and one un
 
 Run: hatch run python benchmarks/image_to_3d.py --vae RUN --data examples/meshes --out DIR
      [--held-out examples/meshes-eval/cow.off] [--structure-set k=v ...] [--latent-set k=v ...]
-     [--profile-steps 10]
+     [--profile-steps 10] [--cfg 0 --cfg default]
 
 What it does, in order, each stage in its own `focusing train-flow` process (so its wall time
 is the CLI's):
 1. trains the structure stage (structure VAE, then structure flow) and the latent stage;
 2. profiles `--profile-steps` steps of each kind (structure VAE, structure flow, latent flow)
    with focusing.core.engine.profile: mean seconds and peak tensor MiB above the step's start;
-3. `eval-flow` on the training meshes' held-out views (never trained on) and on the
+3. `eval-flow`, at each `--cfg`, on the training meshes' held-out views (never trained on) and on the
    `--held-out` mesh (never seen at all): structure IoU, Chamfer, F@0.005 and F@0.01 against
    the source mesh, seconds per shape;
 4. the shape VAE's own reconstruction of each mesh at the same F-scores (the ceiling the
@@ -90,10 +90,15 @@ def _trained(engine) -> int:
     return sum(p.numel() for g in engine.optimizer.param_groups for p in g["params"])
 
 
-def _eval_flow(structure: Path, latent: Path, data: Path, out: Path) -> dict:
+def _cfg_value(text: str) -> float | None:
+    """A --cfg argument: a guidance strength, or `default` for the runs' own (TRELLIS's 7.5 / 3)."""
+    return None if text == "default" else float(text)
+
+
+def _eval_flow(structure: Path, latent: Path, data: Path, out: Path, cfg: float | None) -> dict:
     from focusing.flow.evaluate import evaluate_flow, format_table
 
-    report = evaluate_flow(structure, latent, data)
+    report = evaluate_flow(structure, latent, data, cfg=cfg)
     out.write_text(json.dumps(report, indent=2))
     print(format_table(report))
     return report
@@ -131,23 +136,25 @@ def _markdown(result: dict) -> str:
     for name, row in result["profile"].items():
         lines.append(f"| {name} | {row['trained_parameters']:,} | {row['ms']:.1f} | {row['peak_mib']:.1f} | "
                      f"{row.get('backward_ms', float('nan')):.1f} |")
-    for label, key in (("held-out views of the training meshes", "train_views"),
-                       ("the unseen mesh", "held_out_mesh")):
-        report = result.get(key)
-        if not report:
-            continue
-        lines += ["", f"**{label}**", "",
-                  "| mesh | view | structure IoU | Chamfer L2 | F@0.005 | F@0.01 | VAE recon F@0.005 / F@0.01 | s per shape |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in report["rows"]:
-            ceiling = result["vae_ceiling"].get(r["mesh"], {})
-            cd = f"{r['chamfer_l2']:.2e}" if "chamfer_l2" in r else "-"
-            lines.append(f"| {r['mesh']} | {r['view']} | {r['iou']:.3f} | {cd} | {r['f_0.005']:.3f} | "
-                         f"{r['f_0.01']:.3f} | {ceiling.get('f_0.005', float('nan')):.3f} / "
-                         f"{ceiling.get('f_0.01', float('nan')):.3f} | {r.get('seconds', float('nan')):.2f} |")
-        m = report["mean"]
-        lines.append(f"| **mean** | | **{m.get('iou', 0):.3f}** | {m.get('chamfer_l2', float('nan')):.2e} | "
-                     f"{m.get('f_0.005', 0):.3f} | **{m.get('f_0.01', 0):.3f}** | | {m.get('seconds', float('nan')):.2f} |")
+    for cfg, reports in result["evaluations"].items():
+        for label, key in (("held-out views of the training meshes", "train_views"),
+                           ("the unseen mesh", "held_out_mesh")):
+            report = reports.get(key)
+            if not report:
+                continue
+            guidance = "the runs' default guidance" if cfg == "default" else f"--cfg {cfg}"
+            lines += ["", f"**{label}, {guidance}**", "",
+                      "| mesh | view | structure IoU | Chamfer L2 | F@0.005 | F@0.01 | VAE recon F@0.005 / F@0.01 | s per shape |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for r in report["rows"]:
+                ceiling = result["vae_ceiling"].get(r["mesh"], {})
+                cd = f"{r['chamfer_l2']:.2e}" if "chamfer_l2" in r else "-"
+                lines.append(f"| {r['mesh']} | {r['view']} | {r['iou']:.3f} | {cd} | {r['f_0.005']:.3f} | "
+                             f"{r['f_0.01']:.3f} | {ceiling.get('f_0.005', float('nan')):.3f} / "
+                             f"{ceiling.get('f_0.01', float('nan')):.3f} | {r.get('seconds', float('nan')):.2f} |")
+            m = report["mean"]
+            lines.append(f"| **mean** | | **{m.get('iou', 0):.3f}** | {m.get('chamfer_l2', float('nan')):.2e} | "
+                         f"{m.get('f_0.005', 0):.3f} | **{m.get('f_0.01', 0):.3f}** | | {m.get('seconds', float('nan')):.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -160,6 +167,8 @@ def main() -> None:
     ap.add_argument("--structure-set", action="append", default=[])
     ap.add_argument("--latent-set", action="append", default=[])
     ap.add_argument("--profile-steps", type=int, default=10)
+    ap.add_argument("--cfg", action="append", default=None,
+                    help="guidance strength to evaluate at, or `default` (repeatable; default: 0 and default)")
     ap.add_argument("--skip-train", action="store_true", help="reuse the runs in --out")
     ap.add_argument("--train-seconds", default="", help="with --skip-train: STRUCTURE,LATENT wall seconds "
                     "of the earlier training (else read from DIR/benchmark.json)")
@@ -186,12 +195,19 @@ def main() -> None:
                             for s in ("structure", "latent")}
     result["profile"] = {**_profile("structure", args.vae, args.data, args.structure_set, args.profile_steps),
                          **_profile("latent", args.vae, args.data, args.latent_set, args.profile_steps)}
-    result["train_views"] = _eval_flow(structure, latent, args.data, args.out / "eval_train_views.json")
+    result["evaluations"] = {}
     with tempfile.TemporaryDirectory() as tmp:
         held = Path(tmp) / "held-out"
         held.mkdir()
         shutil.copy(args.held_out, held / args.held_out.name)
-        result["held_out_mesh"] = _eval_flow(structure, latent, held, args.out / "eval_held_out.json")
+        for text in args.cfg or ["0", "default"]:
+            cfg = _cfg_value(text)
+            tag = "default" if cfg is None else f"{cfg:g}"
+            result["evaluations"][tag] = {
+                "train_views": _eval_flow(structure, latent, args.data,
+                                          args.out / f"eval_train_views_cfg{tag}.json", cfg),
+                "held_out_mesh": _eval_flow(structure, latent, held, args.out / f"eval_held_out_cfg{tag}.json", cfg),
+            }
         result["vae_ceiling"] = {**_vae_ceiling(args.vae, args.data), **_vae_ceiling(args.vae, held)}
     result["load_after"] = _load()
     (args.out / "benchmark.json").write_text(json.dumps(result, indent=2))

@@ -54,8 +54,11 @@ START=$(date +%s)
 have_openblas() {
     { [ -e /usr/include/x86_64-linux-gnu/cblas.h ] || [ -e /usr/include/cblas.h ] \
         || [ -e /usr/include/openblas/cblas.h ] || [ -e /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ]; } \
-        && ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so '
+        && { ldconfig -p 2>/dev/null | grep 'libopenblas\.so ' >/dev/null \
+             || [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ]; }
 }
+# (grep reads all of ldconfig's output: `grep -q` exits at the first match, ldconfig then dies
+# of SIGPIPE, and under pipefail the check failed right after a good install, as on 2026-12-03.)
 if have_openblas; then
     log "OpenBLAS headers and library present; skipping apt"
 else
