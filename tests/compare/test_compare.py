@@ -22,7 +22,7 @@ from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 from focusing.core.config import load_setup
 from focusing.core.train.data import mesh_files, shape_order
 from focusing.eval.compare import (
-    CompareError, load_budget, parse_spec, parse_specs, split_specs,
+    CompareError, load_budget, minutes_after_warmup, parse_spec, parse_specs, split_specs,
 )
 from focusing.eval.scaling import loglog_fit, predict
 from meshdata import mesh_file
@@ -336,3 +336,11 @@ def test_budget_minutes_set_each_setups_time_limit(tmp_path):
     path.write_text(TINY_BUDGET.replace("steps = 120\n", "steps = 120\nminutes = -1\n", 1))
     with pytest.raises(CompareError, match="minutes >= 0"):
         load_budget(str(path))
+
+
+def test_a_warmup_that_spends_the_minutes_is_refused_and_a_short_remainder_warned():
+    assert minutes_after_warmup(1200.0, 0.0) is None  # no time budget: steps end the setups
+    assert minutes_after_warmup(1200.0, 22.0) is None  # the medium budget as measured: 2 min left
+    assert "0.5 min of its own" in minutes_after_warmup(1290.0, 22.0)
+    with pytest.raises(CompareError, match="22.5 optimisation minutes, all of the budget's 22"):
+        minutes_after_warmup(1350.0, 22.0)

@@ -454,6 +454,9 @@ def train_setups(specs: list[SetupSpec], budget: Budget, data: Path, out: Path) 
         if warm.history is None:
             raise CompareError(f"training the shared warm-up failed: {warm.error} "
                                f"(its output is above)")
+        short = minutes_after_warmup(sum(x["seconds"] for x in warm.history["steps"]), budget.minutes)
+        if short:
+            log(f"    warning: {short}")
     for i, s in enumerate(specs, 1):
         run_dir = out / "runs" / s.slug
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -475,6 +478,26 @@ def train_setups(specs: list[SetupSpec], budget: Budget, data: Path, out: Path) 
             f"{res.max_rss_mb:.0f} MiB, {res.wall_s:.0f} s in all")
         results[s.label] = res
     return results
+
+
+def minutes_after_warmup(warm_seconds: float, minutes: float) -> str | None:
+    """Why a budget of `minutes` (> 0) per setup leaves its setups too little of their own
+    training after a shared warm-up that took `warm_seconds` of optimisation (the engine counts
+    both against train.minutes); None when a minute or more is left, or without a time budget.
+
+    Raises CompareError when nothing is left: every setup would be the warm-up's model."""
+    if minutes <= 0:
+        return None
+    left = 60.0 * minutes - warm_seconds
+    if left <= 0:
+        raise CompareError(f"the shared warm-up took {warm_seconds / 60:.1f} optimisation minutes, all of the "
+                           f"budget's {minutes:g}: the setups would train no steps of their own. Raise the "
+                           f"budget's minutes or lower loss.tsdf_steps")
+    if left < 60.0:
+        return (f"the shared warm-up took {warm_seconds / 60:.1f} of the budget's {minutes:g} optimisation "
+                f"minutes: each setup has {left / 60:.1f} min of its own steps, so the comparison says "
+                f"little about them (this machine is slower than the one the budget was sized on?)")
+    return None
 
 
 def merge_warmup_history(warm: dict, own: dict) -> dict:
