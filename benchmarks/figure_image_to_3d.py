@@ -46,21 +46,21 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from focusing.core.geometry.mesh import load_mesh
+    from focusing.core.geometry.mesh import find_mesh_files, load_mesh
     from focusing.core.vae.reconstruct import reconstruct_mesh
     from focusing.eval.metrics import evaluate
     from focusing.eval.report import save_figure
     from focusing.flow.generate import ImageTo3D
-    from focusing.flow.views import view_camera, view_settings
+    from focusing.flow.views import held_out_views, view_camera, view_settings
 
     pipe = ImageTo3D(args.structure, args.latent)
     settings = view_settings(pipe.structure_cfg)
-    view = int(settings["count"]) if args.view is None else args.view
+    view = held_out_views(pipe.structure_cfg)[0] if args.view is None else args.view
     big = view_camera(view, {**settings, "render_size": args.size})
     names = args.mesh or DEFAULT_MESHES
     fig, axes = plt.subplots(len(names), 3, figsize=(7.5, 2.6 * len(names)), squeeze=False)
     for i, name in enumerate(names):
-        path = next((p for p in sorted(args.data.iterdir()) if p.stem == name), None)
+        path = next((p for p in find_mesh_files(args.data) if p.stem == name), None)
         if path is None:
             raise SystemExit(f"no mesh named {name!r} in {args.data}")
         source = load_mesh(path)

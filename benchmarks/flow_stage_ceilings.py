@@ -35,12 +35,12 @@ def main() -> None:
     from focusing.eval.metrics import evaluate
     from focusing.flow.generate import ImageTo3D
     from focusing.flow.structure_vae import iou, occupancy_grid, occupied_coords
+    from focusing.flow.views import held_out_views
 
     pipe = ImageTo3D(args.structure, args.latent)
     dataset = ShapeDataset(args.data, pipe.vae_cfg, progress=False)
     r = pipe.latent.resolution
-    views = pipe.structure_cfg["views"]
-    held_out = range(int(views["count"]), int(views["count"]) + int(views["held_out"]))
+    held_out = held_out_views(pipe.structure_cfg)
     print(f"{'mesh':<22}{'SVAE IoU':>9}{'flow IoU':>9}{'F@.01 true structure':>22}{'VAE F@.01':>10}")
     rows = []
     with torch.no_grad():

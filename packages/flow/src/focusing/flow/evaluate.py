@@ -22,12 +22,12 @@ def evaluate_flow(structure_run: Path, latent_run: Path, data_dir: Path, steps: 
     from focusing.core.geometry.mesh import Mesh
     from focusing.core.train.data import ShapeDataset
     from focusing.flow.generate import ImageTo3D
+    from focusing.flow.views import held_out_views
 
     pipe = ImageTo3D(structure_run, latent_run)
     dataset = ShapeDataset(data_dir, pipe.vae_cfg, progress=False)
     r = pipe.latent.resolution
-    views = pipe.structure_cfg["views"]
-    held_out = range(int(views["count"]), int(views["count"]) + int(views["held_out"]))
+    held_out = held_out_views(pipe.structure_cfg)
     rows = []
     for path, rec in zip(dataset.files, dataset.records):
         gt = Mesh(rec.vertices.double().numpy(), rec.faces.numpy(), None)

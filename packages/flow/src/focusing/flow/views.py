@@ -88,6 +88,12 @@ def load_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
+def held_out_views(cfg: dict) -> range:
+    """Indices of a flow run's views never trained on: views.count to count + held_out - 1."""
+    count = int(cfg["views"]["count"])
+    return range(count, count + int(cfg["views"]["held_out"]))
+
+
 def view_settings(cfg: dict) -> dict:
     """The settings a mesh's cached views depend on."""
     v = cfg["views"]
