@@ -48,7 +48,7 @@ def main() -> None:
 
     from focusing.core.geometry.mesh import find_mesh_files, load_mesh
     from focusing.core.vae.reconstruct import reconstruct_mesh
-    from focusing.eval.metrics import evaluate
+    from focusing.core.metrics import evaluate
     from focusing.eval.report import save_figure
     from focusing.flow.generate import ImageTo3D
     from focusing.flow.views import held_out_views, view_camera, view_settings

@@ -32,7 +32,7 @@ def main() -> None:
     from focusing.core.geometry.mesh import Mesh
     from focusing.core.train.data import ShapeDataset
     from focusing.core.vae.reconstruct import reconstruct_mesh
-    from focusing.eval.metrics import evaluate
+    from focusing.core.metrics import evaluate
     from focusing.flow.generate import ImageTo3D
     from focusing.flow.structure_vae import iou, occupancy_grid, occupied_coords
     from focusing.flow.views import held_out_views

@@ -109,7 +109,7 @@ def _vae_ceiling(vae: Path, data: Path) -> dict[str, dict]:
     from focusing.core.geometry.mesh import find_mesh_files, load_mesh
     from focusing.core.vae.calibration import load_calibrated_threshold
     from focusing.core.vae.reconstruct import load_model, reconstruct_mesh
-    from focusing.eval.metrics import evaluate
+    from focusing.core.metrics import evaluate
 
     model, setup = load_model(vae)
     threshold = load_calibrated_threshold(vae)

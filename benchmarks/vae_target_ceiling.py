@@ -16,7 +16,7 @@ from focusing.core.geometry.tsdf import surface_tsdf
 from focusing.core.sparseflex.field import field_from_corner_sdf
 from focusing.core.sparseflex.flexicubes import extract_mesh
 from focusing.core.geometry.mesh import Mesh
-from focusing.eval.metrics import evaluate
+from focusing.core.metrics import evaluate
 name = sys.argv[1] if len(sys.argv) > 1 else "fandisk.off"
 mesh, c, s = normalize_mesh(load_mesh(f"examples/meshes/{name}", normalize=False))
 R = 32; out = 4*R; vox = 1/out; trunc = 2*vox

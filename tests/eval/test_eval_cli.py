@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from meshdata import mesh_file
 from focusing.core.plugins import get_registry
 from focusing.eval.eval_cli import eval_command
-from focusing.eval.metrics import METRIC_KEYS, RESULT_KEYS, evaluate
+from focusing.core.metrics import METRIC_KEYS, RESULT_KEYS, evaluate
 
 EXPECTED_KEYS = {
     "chamfer_l2", "chamfer_l1", "fscore", "precision", "recall", "tau",

@@ -18,7 +18,7 @@ import trimesh
 from meshdata import mesh_file
 from focusing.core.geometry.mesh import Mesh, MeshError, load_mesh
 from focusing.core.geometry.sampling import sample_surface
-from focusing.eval.metrics import (
+from focusing.core.metrics import (
     RESULT_KEYS,
     chamfer_distance,
     evaluate,

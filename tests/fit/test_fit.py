@@ -2,7 +2,7 @@
 
 One small fit of fandisk (R=32, 40 steps, 64^2 renders, 32 pool views) is shared by the tests.
 Its result is checked against the TSDF initialisation it started from and, independently of
-focusing.eval.metrics, against exact point-to-triangle distances to the source (trimesh).
+focusing.core.metrics, against exact point-to-triangle distances to the source (trimesh).
 """
 
 from __future__ import annotations

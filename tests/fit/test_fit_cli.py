@@ -14,7 +14,7 @@ from focusing.core import cli
 from typer.testing import CliRunner
 
 from meshdata import mesh_file
-from focusing.eval.metrics import METRIC_KEYS, evaluate
+from focusing.core.metrics import METRIC_KEYS, evaluate
 
 BAD = Path(__file__).resolve().parents[1] / "data" / "bad_meshes"
 SMALL = ["--res", "16", "--steps", "5", "--views", "8", "--image-size", "32", "--points", "5000"]

@@ -18,7 +18,7 @@ from focusing.core.config import load_setup
 from focusing.core.train.trainer import Trainer
 from focusing.core.vae.calibration import load_calibrated_threshold
 from focusing.core.vae.reconstruct import reconstruct_file
-from focusing.eval.metrics import evaluate
+from focusing.core.metrics import evaluate
 
 from _training_fixtures import _isolated_cache  # noqa: F401 (fixture)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from focusing.core.plugins.base import VoxelSelector
-from focusing.core.selection import Selection
+from focusing.core.plugins.types import Selection
 
 from focusing.carving._voxels import (
     check_render,

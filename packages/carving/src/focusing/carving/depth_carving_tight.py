@@ -24,7 +24,7 @@ import torch
 
 from focusing.core.plugins.base import VoxelSelector
 from focusing.core.sparse.kernels import KERNEL3_OFFSETS
-from focusing.core.selection import Selection
+from focusing.core.plugins.types import Selection
 
 from focusing.carving._voxels import (
     check_render,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from focusing.core.plugins.base import VoxelSelector
-from focusing.core.selection import Selection
+from focusing.core.plugins.types import Selection
 
 from focusing.carving._voxels import cubes_in_frustum, shape_coords
 

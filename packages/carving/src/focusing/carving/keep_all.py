@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from focusing.core.plugins.base import VoxelSelector
-from focusing.core.selection import Selection
+from focusing.core.plugins.types import Selection
 
 from focusing.carving._voxels import shape_coords
 

@@ -21,7 +21,7 @@ from scipy.spatial import cKDTree
 
 from focusing.core.geometry.voxelize import voxel_centers
 from focusing.core.plugins.base import VoxelSelector
-from focusing.core.selection import Selection
+from focusing.core.plugins.types import Selection
 
 from focusing.carving._voxels import (
     check_render,

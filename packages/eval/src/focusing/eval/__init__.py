@@ -1,7 +1,8 @@
-"""focusing.eval: surface metrics (Chamfer, F-score, normal consistency) and `focusing eval`.
+"""focusing.eval: the commands that score and compare: `focusing eval`, `fit`, `compare`.
 
-`from focusing.eval.metrics import evaluate` gives the metrics of a mesh against its ground
-truth under the protocol of docs/DESIGN.md; `focusing eval PRED GT` is the command line.
+The scoring protocol itself (Chamfer, F-score, normal consistency; docs/DESIGN.md) is
+`focusing.core.metrics.evaluate`, in core, because the trainer and the flow stages score with
+it too and a sibling package may import only core; `focusing eval PRED GT` is its command line.
 """
 
 __version__ = "0.1.0"

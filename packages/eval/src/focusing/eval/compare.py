@@ -517,7 +517,7 @@ def evaluate_setups(specs: list[SetupSpec], meshes: dict[str, tuple[str, Path]],
     from tqdm.auto import tqdm
 
     from focusing.core.vae.reconstruct import reconstruct_file
-    from focusing.eval.metrics import evaluate
+    from focusing.core.metrics import evaluate
 
     rows: dict[str, dict] = {}
     jobs = [(s, name) for s in specs for name in meshes]

@@ -172,7 +172,7 @@ def eval_command(
 
     from focusing.core.cli import debugging
     from focusing.core.geometry.mesh import MeshError, check_output_path
-    from focusing.eval.metrics import METRIC_KEYS, evaluate
+    from focusing.core.metrics import METRIC_KEYS, evaluate
 
     # Every argument is checked before any work, so a bad call writes nothing.
     if not (tau > 0):

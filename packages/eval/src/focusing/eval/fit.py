@@ -8,7 +8,7 @@ the fit has to find the surface through the renders), and Adam moves them so tha
 FlexiCubes mesh, rendered from random views of a fixed pool, matches the ground-truth renders:
 L1 depth, L1 normal and the antialiased mask, plus small L_dev and sparse-TV regularisers.
 At the end the mesh is extracted for inference (2 triangles per quad), mapped back to the
-source's frame and scored against the source with focusing.eval.metrics.evaluate.
+source's frame and scored against the source with focusing.core.metrics.evaluate.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from focusing.core.geometry.camera import Camera, orbit_cameras
 from focusing.core.geometry.mesh import Mesh, load_mesh, normalize_mesh, save_mesh
 from focusing.core.geometry.tsdf import fuse_view_tsdf
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
-from focusing.core.rendering import RenderOutput, default_renderer_name
+from focusing.core.plugins.types import RenderOutput
+from focusing.core.rendering import default_renderer_name
 from focusing.core.sparseflex.field import (
     FEATURE_CHANNELS,
     corner_topology,
@@ -200,7 +201,7 @@ def fit_mesh(
     Writes the fitted mesh (source frame) atomically to `out` when given, and scores it against
     the source (metrics in the source's unit box). `evaluate_init` also scores the TSDF start.
     Raises MeshError for a bad mesh before any work or writing."""
-    from focusing.eval.metrics import evaluate
+    from focusing.core.metrics import evaluate
 
     cfg = config or FitConfig()
     cfg.check()

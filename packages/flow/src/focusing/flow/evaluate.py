@@ -15,11 +15,8 @@ def evaluate_flow(structure_run: Path, latent_run: Path, data_dir: Path, steps: 
                   cfg: float | None = None, seed: int = 0, points: int = 100_000,
                   threshold: float | None = None) -> dict:
     """Per (mesh, held-out view) metrics and their means, as a JSON-ready dict."""
-    try:
-        from focusing.eval.metrics import evaluate
-    except ImportError as exc:  # focusing-eval is a sibling distribution
-        raise ImportError(f"eval-flow needs focusing-eval installed ({exc})") from None
     from focusing.core.geometry.mesh import Mesh
+    from focusing.core.metrics import evaluate
     from focusing.core.train.data import ShapeDataset
     from focusing.flow.generate import ImageTo3D
     from focusing.flow.views import held_out_views

@@ -20,7 +20,7 @@ import torch
 
 from focusing.core.geometry.camera import Camera
 from focusing.core.plugins.base import Renderer
-from focusing.core.rendering import RenderOutput
+from focusing.core.plugins.types import RenderOutput
 from focusing.render.renderers import unbatch
 from focusing.render.shading import _vertex_normals, as_camera_list, check_mesh
 

@@ -21,7 +21,7 @@ import torch
 from focusing.core.geometry.camera import Camera
 from focusing.core.geometry.raycast import EmbreeScene, embree_available, first_hits
 from focusing.core.plugins.base import Renderer
-from focusing.core.rendering import RenderOutput
+from focusing.core.plugins.types import RenderOutput
 from focusing.render.raster import rasterize
 from focusing.render.shading import ViewRays, as_camera_list, check_mesh, shade, view_rays
 

@@ -11,6 +11,7 @@ from focusing.core.plugins.base import (
     VoxelSelector,
 )
 from focusing.core.plugins.hookspecs import hookimpl, hookspec
+from focusing.core.plugins.types import RenderOutput, Selection, Stage, UpsampleOutput
 from focusing.core.plugins.registry import (
     KINDS,
     DuplicatePluginError,
@@ -34,6 +35,10 @@ __all__ = [
     "SparseBackend",
     "Upsampler",
     "VoxelSelector",
+    "RenderOutput",
+    "Selection",
+    "Stage",
+    "UpsampleOutput",
     "DuplicatePluginError",
     "Plugin",
     "PluginEntry",

@@ -4,28 +4,28 @@ A plugin is a class with a unique `name` and an honest `available()`; each kind 
 methods that the toolkit calls. A reader who wants to write a backend, a renderer, a selector
 or an upsampler starts here; `PLUGIN_KINDS` below lists every kind, its base class and the
 pluggy hook that returns its classes (`focusing.core.plugins.hookspecs`). The data types the
-methods exchange live beside their users: `SparseTensor` (core.sparse.tensor), `RenderOutput`
-(core.rendering), `Selection` (core.selection), `UpsampleOutput` (core.vae.upsamplers).
+methods exchange sit below this module: `RenderOutput`, `Selection`, `UpsampleOutput` and
+`Stage` in `focusing.core.plugins.types`; `SparseTensor` (core.sparse.tensor) and `Camera`
+(core.geometry.camera) are named in annotations only.
 
-Plugins return these bases; no module imported here imports `focusing.core.plugins`, so this
-file sits at the bottom of core's import graph.
+So this module imports nothing above it, and no module it names imports it back
+(tests/test_import_rule.py checks the import graph).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from focusing.core.plugins.types import RenderOutput, Selection, Stage, UpsampleOutput
+
 if TYPE_CHECKING:
     from focusing.core.geometry.camera import Camera
-    from focusing.core.rendering import RenderOutput
-    from focusing.core.selection import Selection
     from focusing.core.sparse.tensor import SparseTensor
-    from focusing.core.vae.upsamplers import UpsampleOutput
 
 __all__ = [
     "PLUGIN_KINDS",
@@ -176,9 +176,6 @@ class Renderer(Plugin):
 
 
 # --------------------------------------------------------------------------- voxel_selector
-Stage = Literal["latent", "output"]
-
-
 class VoxelSelector(Plugin):
     """Chooses the voxels a training step decodes (latent stage) or meshes (output stage)."""
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
 
-from focusing.core.rendering import RenderOutput
+from focusing.core.plugins.types import RenderOutput
 
 
 def render_losses(pred: RenderOutput, gt: RenderOutput) -> dict[str, torch.Tensor]:

@@ -373,11 +373,8 @@ class VAEStep(TrainStep):
         go to TensorBoard (by the engine and log()), and rows to RUN/quality.jsonl with the
         optimisation seconds so far (what `compare` plots F-score against)."""
         from focusing.core.geometry.mesh import Mesh
+        from focusing.core.metrics import evaluate as score
         from focusing.core.vae.reconstruct import reconstruct_mesh
-        try:
-            from focusing.eval.metrics import evaluate as score
-        except ImportError:  # focusing-eval is not installed: nothing to score with
-            return {}
         calib = self.calibrate(step)
         out = {"threshold": calib["threshold"], "occupancy_iou": calib["iou"]}
         self._eval_images = {}

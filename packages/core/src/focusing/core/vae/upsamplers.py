@@ -9,24 +9,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from focusing.core.plugins.base import Upsampler
+from focusing.core.plugins.types import UpsampleOutput
 from focusing.core.sparse.hashing import CoordIndex
 from focusing.core.sparse.nn import SparseUpsample, SubMConv3d
 from focusing.core.sparse.tensor import SparseTensor
-
-
-@dataclass
-class UpsampleOutput:
-    """Children at 2R; occupancy logits [8N] and 0/1 targets [8N] (None without a head)."""
-
-    x: SparseTensor
-    logits: torch.Tensor | None = None
-    target: torch.Tensor | None = None
 
 
 class RefiningUpsampler(Upsampler):
