@@ -250,30 +250,30 @@ class CamerasConfig:
     target: str = _str(choices=("center", "surface"))
 
 
-@dataclass(frozen=True)
-class LossConfig:
-    """[loss]: weights of eq. 7 (see train/losses.LOSS_TERMS) and the TSDF warm-up."""
+def _loss_config() -> type:
+    """[loss]: one checked weight (>= 0) per key the rows of train/losses.LOSS_TERMS name, then
+    the options of the TSDF warm-up and the perceptual term. Built from the rows, so that a new
+    loss needs no field here: its row and its default in defaults.toml are enough."""
+    from focusing.core.train.losses import weight_keys
 
-    render: float = _float(lo=0)
-    depth: float = _float(lo=0)
-    normal: float = _float(lo=0)
-    mask: float = _float(lo=0)
-    ssim: float = _float(lo=0)
-    perceptual: float = _float(lo=0)
-    perceptual_weights: str = _str()
-    occupancy: float = _float(lo=0)
-    kl: float = _float(lo=0)
-    flex: float = _float(lo=0)
-    tv: float = _float(lo=0)
-    tsdf: float = _float(lo=0)
-    tsdf_steps: int = _int(lo=0)
-    warmup_render: bool = _bool()
-    warmup_latents: int = _int(lo=0)
-    tsdf_balanced: bool = _bool()
-    tsdf_saturate: bool = _bool()
-    tsdf_after: float = _float(lo=0)
-    tsdf_views: int = _int(lo=1)
-    consistency: float = _float(lo=0)
+    options = [
+        ("perceptual", float, _float(lo=0)),
+        ("perceptual_weights", str, _str()),
+        ("tsdf_steps", int, _int(lo=0)),
+        ("warmup_render", bool, _bool()),
+        ("warmup_latents", int, _int(lo=0)),
+        ("tsdf_balanced", bool, _bool()),
+        ("tsdf_saturate", bool, _bool()),
+        ("tsdf_views", int, _int(lo=1)),
+    ]
+    weights = [(key, float, _float(lo=0)) for key in weight_keys()]
+    cls = dataclasses.make_dataclass("LossConfig", weights + options, frozen=True)
+    cls.__module__ = __name__
+    cls.__doc__ = "[loss]: weights of eq. 7 (train/losses.LOSS_TERMS) and the TSDF warm-up."
+    return cls
+
+
+LossConfig = _loss_config()
 
 
 @dataclass(frozen=True)

@@ -236,22 +236,24 @@ class VAEStep(TrainStep):
             dec = self.model.decode(z, occupancy_targets=targets, prune=False)
         res.counts["output_all"] = res.counts["output_kept"] = len(dec.features)
         with phase("losses"):
-            return self._render_free_terms(record, dec, {"kl": losses.kl_loss(mean, logvar)}, res)
+            res.counts.update(losses.occupancy_precision_recall(dec.occupancy_logits,
+                                                                dec.occupancy_targets))
+            inputs = self._loss_inputs("render_free", record, mean, logvar, dec,
+                                       sparseflex_from_features(dec.features), warmup=True)
+            return self._total(losses.compute_terms(inputs), True, res)
 
-    def _render_free_terms(self, record: ShapeRecord, dec, terms: dict, res: ShapeResult
-                           ) -> tuple[torch.Tensor, ShapeResult]:
-        """The warm-up's loss terms (occupancy, consistency, TSDF) and their total."""
-        r = self.setup.model.latent_resolution
-        terms["occupancy"] = losses.occupancy_loss(dec.occupancy_logits, dec.occupancy_targets)
-        res.counts.update(losses.occupancy_precision_recall(dec.occupancy_logits,
-                                                            dec.occupancy_targets))
-        field_ = sparseflex_from_features(dec.features)
-        terms["consistency"] = field_.consistency_loss()
-        target = self._tsdf_target(record, field_.corner_coords)
-        terms["tsdf"] = losses.tsdf_loss(field_.corner_sdf, target,
-                                         torch.ones_like(target, dtype=torch.bool), 2.0 / (4 * r),
-                                         self.setup.loss.tsdf_balanced, self.setup.loss.tsdf_saturate)
-        total = losses.total_loss(terms, self.setup.loss, True)
+    def _loss_inputs(self, step: str, record: ShapeRecord, mean, logvar, dec, field_,
+                     warmup: bool, **rendered) -> losses.LossInputs:
+        """What the rows of losses.LOSS_TERMS read; `rendered`: mesh, pred and gt."""
+        trunc = 2.0 / (4 * self.setup.model.latent_resolution)
+        return losses.LossInputs(step, self.setup.loss, mean, logvar, dec, field_, trunc,
+                                 lambda corners: self._tsdf_target(record, corners),
+                                 warmup=warmup, **rendered)
+
+    def _total(self, terms: dict, warmup: bool, res: ShapeResult
+               ) -> tuple[torch.Tensor, ShapeResult]:
+        """Eq. 7's total of the computed terms; every term and the total go to res.terms."""
+        total = losses.total_loss(terms, self.setup.loss, warmup)
         res.terms = {t.name: float(terms[t.name].detach()) for t in losses.LOSS_TERMS
                      if t.name in terms}
         res.terms["total"] = float(total.detach())
@@ -293,11 +295,8 @@ class VAEStep(TrainStep):
         with phase("select"):
             z, camera, gt = self._select(self.latent_selectors, z, camera, gt, record, rng)
         res.counts["latent_kept"] = len(z)
-        terms: dict[str, torch.Tensor] = {"kl": losses.kl_loss(mean, logvar)}
         if len(z) == 0:  # the view sees none of the shape: only the KL term trains
-            total = losses.total_loss(terms, setup.loss, warmup_on=False)
-            res.terms = {"kl": float(terms["kl"].detach()), "total": float(total.detach())}
-            return total, res
+            return self._total({"kl": losses.kl_loss(mean, logvar)}, False, res)
         targets = {2 * r: record.active[2 * r], 4 * r: record.active[4 * r]}
         with phase("decode"):
             dec = self.model.decode(z, occupancy_targets=targets, prune=False)
@@ -306,7 +305,6 @@ class VAEStep(TrainStep):
         with phase("select"):
             out, camera, gt = self._select(self.output_selectors, out, camera, gt, record, rng)
         res.counts["output_kept"] = len(out)
-        terms["occupancy"] = losses.occupancy_loss(dec.occupancy_logits, dec.occupancy_targets)
         res.counts.update(losses.occupancy_precision_recall(dec.occupancy_logits,
                                                             dec.occupancy_targets))
         with phase("extract"):
@@ -316,30 +314,13 @@ class VAEStep(TrainStep):
         with phase("render"):
             pred = self.renderer.render(mesh.vertices, mesh.faces, camera)
         with phase("losses"):
-            return self._rendered_terms(record, dec, field_, mesh, pred, gt, terms, warmup, res)
-
-    def _rendered_terms(self, record: ShapeRecord, dec, field_, mesh, pred, gt, terms: dict,
-                        warmup: bool, res: ShapeResult) -> tuple[torch.Tensor, ShapeResult]:
-        """The rendered step's loss terms (eq. 7) and their total, with images and the mesh."""
-        setup, r = self.setup, self.setup.model.latent_resolution
-        terms.update(losses.render_losses(pred, gt))
-        terms["flex"] = mesh.l_dev
-        terms["consistency"] = field_.consistency_loss()
-        terms["tv"] = losses.sparse_tv_loss(field_.corner_coords, field_.corner_sdf)
-        if warmup or setup.loss.tsdf_after > 0:
-            target = self._tsdf_target(record, field_.corner_coords)
-            terms["tsdf"] = losses.tsdf_loss(field_.corner_sdf, target,
-                                             torch.ones_like(target, dtype=torch.bool), 2.0 / (4 * r),
-                                             setup.loss.tsdf_balanced, setup.loss.tsdf_saturate)
-        total = losses.total_loss(terms, setup.loss, warmup)
-        res.terms = {t.name: float(terms[t.name].detach()) for t in losses.LOSS_TERMS
-                     if t.name in terms}
-        res.terms["total"] = float(total.detach())
+            inputs = self._loss_inputs("rendered", record, mean, logvar, dec, field_, warmup,
+                                       mesh=mesh, pred=pred, gt=gt)
+            total, res = self._total(losses.compute_terms(inputs), warmup, res)
         res.images = {"gt_depth": gt.depth, "pred_depth": pred.depth.detach(),
                       "gt_normal": gt.normal, "pred_normal": pred.normal.detach()}
         res.mesh = (mesh.vertices.detach(), mesh.faces)
         return total, res
-
 
     # -- calibration and quality, every train.eval_every steps and at each checkpoint -------
     def on_checkpoint(self, step: int, final: bool) -> None:
