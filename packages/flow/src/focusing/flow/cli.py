@@ -30,11 +30,13 @@ def train_flow_command(
     from focusing.core.config import ConfigError
     from focusing.core.engine import CheckpointError, NonFiniteError
     from focusing.core.plugins import PluginError
-    from focusing.flow.stages import STAGES, load_flow_config
+    from focusing.core.plugins import get_registry
+    from focusing.flow.stages import load_flow_config
     from focusing.flow.train import FlowTrainer, last_loss, resume_config
 
-    if stage not in STAGES:
-        _fail(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
+    stages = get_registry("flow_stage").names()
+    if stage not in stages:
+        _fail(f"--stage must be one of {', '.join(stages)}, got {stage!r}")
     try:
         if resume:
             if not (out / "config.json").exists():

@@ -16,6 +16,14 @@ def focusing_image_encoders() -> list:
 
 
 @hookimpl
+def focusing_flow_stages() -> list:
+    """The image-to-3D flow's trainable stages: structure, latent."""
+    from focusing.flow.train import LatentFlowStage, StructureFlowStage
+
+    return [StructureFlowStage, LatentFlowStage]
+
+
+@hookimpl
 def focusing_commands() -> list:
     """CLI subcommands of focusing-flow: `train-flow`, `generate`, `eval-flow`."""
     from focusing.flow.cli import eval_flow_command, generate_command, train_flow_command

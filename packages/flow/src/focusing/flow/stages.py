@@ -1,4 +1,7 @@
-"""The two trainable stages as modules, their configuration, and loading them from run folders.
+"""The two trainable stages' modules, their configuration, and loading them from run folders.
+
+The stages themselves (how each is built, prepared and trained) are FlowStage plugins,
+registered by name: `structure` and `latent` in focusing.flow.train.
 
 A stage module holds what its run's checkpoint stores: the structure stage the structure VAE and
 the structure DiT, the latent stage the latent DiT and the per-channel latent statistics, each
@@ -23,7 +26,6 @@ from focusing.flow.structure_vae import StructureVAE
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
 OPEN_TABLES = ("encoder.params",)
-STAGES = ("structure", "latent")
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -123,13 +125,12 @@ class LatentStage(_Stage):
 
 
 def build_stage(cfg: dict, vae_cfg: dict) -> _Stage:
-    """A fresh stage module for cfg["stage"]."""
+    """A fresh module of the registered flow stage cfg["stage"] (focusing.flow.train)."""
+    from focusing.flow.train import flow_stage
+
+    stage = flow_stage(cfg["stage"])  # checks the name before the encoder is built
     encoder = build_encoder(cfg["encoder"]["name"], cfg["encoder"].get("params", {}))
-    if cfg["stage"] == "structure":
-        return StructureStage(cfg, vae_cfg, encoder)
-    if cfg["stage"] == "latent":
-        return LatentStage(cfg, vae_cfg, encoder)
-    raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {cfg['stage']!r}")
+    return stage.build(cfg, vae_cfg, encoder)
 
 
 def load_stage(run_dir: Path, expect: str | None = None, step: int | None = None) -> tuple[_Stage, dict]:

@@ -36,6 +36,7 @@ from focusing.core.engine import (
 )
 from focusing.core.engine.checkpoint import latest_step
 from focusing.core.io import write_text_atomic
+from focusing.core.plugins import FlowStage, get_registry
 from focusing.core.sparse.tensor import SparseTensor, collate
 from focusing.core.train.data import ShapeDataset, default_cache_dir, shape_order
 from focusing.flow import rectified_flow as rf
@@ -235,6 +236,98 @@ def structure_vae_config(cfg: dict) -> dict:
     return {"stage": "structure_vae", "vae_run": cfg["vae_run"], "structure_vae": sv, "train": train}
 
 
+def flow_stage(name: str) -> FlowStage:
+    """The registered flow stage called `name` (an instance); ConfigError naming the stages."""
+    registry = get_registry("flow_stage")
+    if name not in registry:
+        raise ConfigError(f"stage must be one of {', '.join(registry.names())}, got {name!r}")
+    return registry.instance(name)
+
+
+class StructureFlowStage(FlowStage):
+    """Stage 1: where the latent voxels are. First the structure VAE's own engine run in
+    RUN/structure_vae (skipped when complete, resumed when interrupted), then the structure
+    flow on its frozen latent means."""
+
+    name = "structure"
+    shape_keys = STRUCTURE_SHAPE_KEYS
+
+    def build(self, cfg: dict, vae_cfg: dict, encoder) -> StructureStage:
+        """The structure VAE, the structure DiT and the image encoder."""
+        return StructureStage(cfg, vae_cfg, encoder)
+
+    def before_steps(self, trainer: "FlowTrainer") -> None:
+        """Train (or load) the structure VAE, then freeze it for the flow's steps."""
+        sub_dir = trainer.run_dir / STRUCTURE_VAE_DIR
+        sub_cfg = structure_vae_config(trainer.cfg)
+        steps = int(sub_cfg["train"]["steps"])
+        if trainer.resume and (trainer.run_dir / "checkpoints").exists():
+            return  # the flow has started: its checkpoint holds the trained structure VAE
+        step = StructureVAEStep(trainer.cfg, trainer.shapes, trainer.model, trainer.device)
+        if trainer.resume and (sub_dir / "checkpoints").exists() and latest_step(sub_dir) == steps:
+            load_weights(sub_dir, trainer.model.svae, steps)
+            trainer.structure_vae_iou = step.shape_iou()
+            return
+        engine = Engine(step, flow_train_config(sub_cfg["train"]), sub_dir, sub_cfg,
+                        resume=trainer.resume and (sub_dir / "checkpoints").exists(),
+                        allow_changes=trainer.allow_changes, progress=trainer.progress,
+                        dist_info=trainer.dist, name="structure VAE")
+        try:
+            trainer.vae_history = engine.fit()
+            # the checkpoint's weights: with train.ema, the average, which the flow then freezes
+            load_weights(sub_dir, trainer.model.svae, engine.step)
+            trainer.structure_vae_iou = step.shape_iou()
+            if engine.writer is not None:
+                mean_iou = float(np.mean(list(trainer.structure_vae_iou.values())))
+                engine.writer.add_scalar("eval/iou", mean_iou, engine.step)
+        finally:
+            engine.close()
+
+    def train_step(self, cfg: dict, shapes: list, module, device) -> StructureStep:
+        """The structure flow's step."""
+        return StructureStep(cfg, shapes, module, device)
+
+    def summary(self, trainer: "FlowTrainer") -> dict:
+        """The structure VAE's reconstruction IoU per shape and its mean."""
+        per_shape = getattr(trainer, "structure_vae_iou", None)
+        if not per_shape:
+            return {}
+        return {"structure_vae_iou": {"mean": float(np.mean(list(per_shape.values()))),
+                                      **per_shape}}
+
+
+class LatentFlowStage(FlowStage):
+    """Stage 2: what the latent voxels hold, on the shape VAE's latent means standardised per
+    channel (the statistics are the module's buffers)."""
+
+    name = "latent"
+    shape_keys = LATENT_SHAPE_KEYS
+    needs_latents = True
+
+    def build(self, cfg: dict, vae_cfg: dict, encoder) -> LatentStage:
+        """The latent DiT, its statistics buffers and the image encoder."""
+        return LatentStage(cfg, vae_cfg, encoder)
+
+    def before_steps(self, trainer: "FlowTrainer") -> None:
+        """Measure the per-channel statistics of all shapes' latents and standardise them."""
+        model = trainer.model
+        allz = torch.cat([s.latents for s in trainer.shapes])
+        model.latent_mean.copy_(allz.mean(0))
+        model.latent_std.copy_(allz.std(0).clamp_min(1e-6) if len(allz) > 1
+                               else torch.ones(allz.shape[1]))
+        for s in trainer.shapes:
+            s.latents = model.normalize(s.latents.to(trainer.device)).cpu()
+
+    def train_step(self, cfg: dict, shapes: list, module, device) -> LatentStep:
+        """The latent flow's step."""
+        return LatentStep(cfg, shapes, module, device)
+
+    def summary(self, trainer: "FlowTrainer") -> dict:
+        """The latent statistics."""
+        return {"latent_mean": trainer.model.latent_mean.tolist(),
+                "latent_std": trainer.model.latent_std.tolist()}
+
+
 class FlowTrainer:
     """A train-flow run: prepares the data, trains the stage on the shared engine."""
 
@@ -246,15 +339,16 @@ class FlowTrainer:
         self.vae, vae_cfg = load_vae(Path(cfg["vae_run"]))
         cfg = {**cfg, "vae_run": str(Path(cfg["vae_run"]).resolve()), "vae_config": vae_cfg}
         self.cfg, self.stage = cfg, cfg["stage"]
+        self.stage_plugin = flow_stage(self.stage)
         self.train = flow_train_config(cfg["train"])
-        shape_keys = STRUCTURE_SHAPE_KEYS if self.stage == "structure" else LATENT_SHAPE_KEYS
         # the run folder is checked before the (slow) data preparation
         flow_resume = resume and (self.run_dir / "checkpoints").exists()
         if resume and not (self.run_dir / "config.json").exists():
             raise FileNotFoundError(f"--resume: {self.run_dir} holds no run")
         if not resume and (self.run_dir / "config.json").exists():
             raise FileExistsError(f"run folder {self.run_dir} already holds a run; use --resume or another --out")
-        check_run_folder(self.run_dir, cfg, flow_resume, allow_changes, shape_keys)
+        check_run_folder(self.run_dir, cfg, flow_resume, allow_changes,
+                         self.stage_plugin.shape_keys)
         self.dist = dist_info or prepare(self.train)  # seeds torch: the same weights for the same seed
         if self.dist.is_main and not flow_resume:
             # written now (the engine rewrites it) so that a run stopped in the structure VAE's
@@ -262,63 +356,22 @@ class FlowTrainer:
             write_text_atomic(self.run_dir / "config.json", dumps(cfg), make_parents=True)
         self.device = self.dist.device
         self.model = build_stage(cfg, vae_cfg).to(self.device)
-        self.shapes = prepare_shapes(cfg, self.vae, vae_cfg, data_dir, self.stage == "latent",
+        self.shapes = prepare_shapes(cfg, self.vae, vae_cfg, data_dir,
+                                     self.stage_plugin.needs_latents,
                                      progress and self.dist.is_main)
-        if self.stage == "latent":
-            allz = torch.cat([s.latents for s in self.shapes])
-            self.model.latent_mean.copy_(allz.mean(0))
-            self.model.latent_std.copy_(allz.std(0).clamp_min(1e-6) if len(allz) > 1 else torch.ones(allz.shape[1]))
-            for s in self.shapes:
-                s.latents = self.model.normalize(s.latents.to(self.device)).cpu()
         self.vae_history: list[StepResult] = []
-        if self.stage == "structure":
-            self._train_structure_vae()
-            self.trainstep: TrainStep = StructureStep(cfg, self.shapes, self.model, self.device)
-        else:
-            self.trainstep = LatentStep(cfg, self.shapes, self.model, self.device)
+        self.stage_plugin.before_steps(self)
+        self.trainstep: TrainStep = self.stage_plugin.train_step(cfg, self.shapes, self.model,
+                                                                 self.device)
         self.engine = Engine(self.trainstep, self.train, self.run_dir, cfg, resume=flow_resume,
                              allow_changes=allow_changes, progress=progress, dist_info=self.dist,
                              name=f"flow {self.stage}")
         if self.dist.is_main and not (self.run_dir / "summary.json").exists():
             self._write_summary()
 
-    def _train_structure_vae(self) -> None:
-        """Phase one of the structure stage: the structure VAE's own engine run in
-        RUN/structure_vae (skipped when it is complete; resumed when it was interrupted)."""
-        sub_dir = self.run_dir / STRUCTURE_VAE_DIR
-        sub_cfg = structure_vae_config(self.cfg)
-        steps = int(sub_cfg["train"]["steps"])
-        if self.resume and (self.run_dir / "checkpoints").exists():
-            return  # the flow has started: its checkpoint holds the trained structure VAE
-        if self.resume and (sub_dir / "checkpoints").exists() and latest_step(sub_dir) == steps:
-            load_weights(sub_dir, self.model.svae, steps)
-            self.structure_vae_iou = StructureVAEStep(self.cfg, self.shapes, self.model, self.device).shape_iou()
-            return
-        step = StructureVAEStep(self.cfg, self.shapes, self.model, self.device)
-        engine = Engine(step, flow_train_config(sub_cfg["train"]), sub_dir, sub_cfg,
-                        resume=self.resume and (sub_dir / "checkpoints").exists(),
-                        allow_changes=self.allow_changes, progress=self.progress, dist_info=self.dist,
-                        name="structure VAE")
-        try:
-            self.vae_history = engine.fit()
-            # the checkpoint's weights: with train.ema, the average, which the flow then freezes
-            load_weights(sub_dir, self.model.svae, engine.step)
-            self.structure_vae_iou = step.shape_iou()
-            if engine.writer is not None:
-                engine.writer.add_scalar("eval/iou", float(np.mean(list(self.structure_vae_iou.values()))),
-                                         engine.step)
-        finally:
-            engine.close()
-
     def _write_summary(self) -> None:
         summary = {"stage": self.stage, "parameters": parameter_count(self.model),
-                   "shapes": [s.name for s in self.shapes]}
-        if self.stage == "latent":
-            summary["latent_mean"] = self.model.latent_mean.tolist()
-            summary["latent_std"] = self.model.latent_std.tolist()
-        per_shape = getattr(self, "structure_vae_iou", None)
-        if per_shape:
-            summary["structure_vae_iou"] = {"mean": float(np.mean(list(per_shape.values()))), **per_shape}
+                   "shapes": [s.name for s in self.shapes], **self.stage_plugin.summary(self)}
         write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2))
 
     @property

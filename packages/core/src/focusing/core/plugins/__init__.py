@@ -3,6 +3,7 @@ of kinds) and registries."""
 
 from focusing.core.plugins.base import (
     PLUGIN_KINDS,
+    FlowStage,
     Plugin,
     PluginKind,
     Renderer,
@@ -30,6 +31,7 @@ from focusing.core.plugins.registry import (
 __all__ = [
     "KINDS",
     "PLUGIN_KINDS",
+    "FlowStage",
     "PluginKind",
     "Renderer",
     "SparseBackend",

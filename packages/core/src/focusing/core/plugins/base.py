@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLUGIN_KINDS",
+    "FlowStage",
     "Plugin",
     "PluginKind",
     "Renderer",
@@ -208,6 +209,39 @@ class Upsampler(nn.Module, Plugin):
         raise NotImplementedError
 
 
+# ------------------------------------------------------------------------------- flow_stage
+class FlowStage(Plugin):
+    """One trainable stage of the image-to-3D model (focusing-flow's `structure` and `latent`).
+
+    `focusing train-flow --stage NAME` looks the stage up by name, builds its module with
+    `build(cfg, vae_cfg, encoder)` (cfg: the flow config; vae_cfg: the shape VAE's config;
+    encoder: the image encoder plugin instance), runs `before_steps(trainer)` once (a sub-run
+    such as the structure VAE, or statistics of the data), then trains the TrainStep that
+    `train_step(cfg, shapes, module, device)` returns on core's engine. `shape_keys` are the
+    config keys that fix the module's parameter shapes (a resume that changes one is refused);
+    `needs_latents` asks the trainer to encode the shape VAE's latent means of every shape.
+    A new stage is one subclass plus its registration in the `focusing_flow_stages` hook.
+    """
+
+    shape_keys: ClassVar[tuple[str, ...]] = ()
+    needs_latents: ClassVar[bool] = False
+
+    def build(self, cfg: dict, vae_cfg: dict, encoder: Plugin) -> nn.Module:
+        """A fresh module of this stage (what its run's checkpoints hold)."""
+        raise NotImplementedError
+
+    def before_steps(self, trainer) -> None:
+        """Work before the stage's own steps, with the trainer's data and module ready."""
+
+    def train_step(self, cfg: dict, shapes: list, module: nn.Module, device: torch.device):
+        """The engine's TrainStep (focusing.core.engine.TrainStep) of this stage."""
+        raise NotImplementedError
+
+    def summary(self, trainer) -> dict:
+        """Stage-specific entries of the run's summary.json."""
+        return {}
+
+
 # ------------------------------------------------------------------------------- the table
 @dataclass(frozen=True)
 class PluginKind:
@@ -230,6 +264,8 @@ PLUGIN_KINDS: tuple[PluginKind, ...] = (
     PluginKind("upsampler", "focusing_upsamplers", Upsampler, "2x sparse upsampling modules"),
     PluginKind("image_encoder", "focusing_image_encoders", Plugin,
                "image conditions of the flow models (focusing-flow)"),
+    PluginKind("flow_stage", "focusing_flow_stages", FlowStage,
+               "trainable stages of the image-to-3D flow (focusing-flow)"),
     PluginKind("setup", "focusing_setups", None, "setup presets: TOML files named by their stem"),
     PluginKind("command", "focusing_commands", None, "typer subcommands of the `focusing` CLI"),
 )  # fmt: skip

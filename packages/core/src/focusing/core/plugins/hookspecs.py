@@ -38,6 +38,10 @@ class FocusingHookSpecs:
         """Return ImageEncoder subclasses (image conditions for the flow models)."""
 
     @hookspec
+    def focusing_flow_stages(self) -> list[type]:
+        """Return FlowStage subclasses (trainable stages of the image-to-3D flow)."""
+
+    @hookspec
     def focusing_setups(self) -> list:
         """Return setup presets: paths of TOML files, each named by its file stem."""
 
