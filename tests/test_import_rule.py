@@ -10,55 +10,13 @@ module files, transitively) imports `focusing.core.plugins.base` back.
 
 from __future__ import annotations
 
-import ast
+import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ROOT / "packages"
-SIBLINGS = ("carving", "render", "eval", "flow")
-
-
-def module_files() -> dict[str, Path]:
-    """Dotted module name -> source file, for every module under packages/*/src."""
-    out = {}
-    for src in sorted(PACKAGES.glob("*/src")):
-        for path in sorted(src.glob("focusing/**/*.py")):
-            parts = path.relative_to(src).with_suffix("").parts
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            out[".".join(parts)] = path
-    return out
-
-
-def imports_of(path: Path, module: str) -> list[tuple[int, str]]:
-    """(line, imported dotted name) for every import statement in the file, wherever it is."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                name = ".".join(base + ([node.module] if node.module else []))
-            else:
-                name = node.module or ""
-            found.append((node.lineno, name))
-            # `from focusing.core import metrics` imports the module focusing.core.metrics
-            found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
-    return found
-
-
-def owner(module: str) -> str | None:
-    """The distribution a focusing module belongs to: core, carving, ... (None outside)."""
-    parts = module.split(".")
-    if len(parts) < 2 or parts[0] != "focusing":
-        return None
-    return parts[1] if parts[1] in ("core",) + SIBLINGS else None
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from import_graph import ROOT, SIBLINGS, imports_of, module_files, owner  # noqa: E402
 
 
 def violations() -> list[str]:
