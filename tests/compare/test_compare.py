@@ -73,6 +73,15 @@ n_max = 32
 """
 
 
+EMPTY = {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+
+
+def one_seed(x) -> dict:
+    """A figure of a one-seed comparison as report.json gives it: {mean, std, min, max, n}."""
+    return {"mean": pytest.approx(x), "std": 0.0, "min": pytest.approx(x),
+            "max": pytest.approx(x), "n": 1}
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("FOCUSING_CACHE", str(tmp_path / "cache"))
@@ -99,7 +108,8 @@ def test_selector_shorthand_replaces_the_setups_own_stage():
 
 
 def test_generic_key_and_several_overrides_match_load_setup():
-    spec = parse_spec("focusing:decoder.depth=4:upsampler=subdivide", ["model.latent_resolution=16"])
+    spec = parse_spec("focusing:decoder.depth=4:upsampler=subdivide",
+                      ["model.latent_resolution=16"])
     ref = load_setup("focusing", ["model.latent_resolution=16", "decoder.depth=4",
                                   "upsampler.name=subdivide"])
     assert spec.config == ref
@@ -209,23 +219,25 @@ def test_compare_tiny_budget_on_two_real_meshes(app, tmp_path):
     files = mesh_files(data)
     n_active = [len(dilate_voxels(surface_voxels(load_mesh(f), r), r)) for f in files]
     for label, s in rep["setups"].items():
-        assert s["steps"] == 120 and len(s["history"]) == 120
-        for h in s["history"]:
+        assert s["seeds"] == [0] and len(s["runs"]) == 1  # one seed: the budget's train.seed
+        run = s["runs"][0]
+        assert run["seed"] == 0 and run["steps"] == 120 and len(run["history"]) == 120
+        for h in run["history"]:
             shape = shape_order(len(files), h["step"] - 1, 1, 0)[0]
             assert h["latent_all"] == n_active[shape]
-        assert s["time_per_step_s"] == pytest.approx(
-            statistics.median(h["seconds"] for h in s["history"]))
-        assert s["voxels_mean"]["latent_all"] == pytest.approx(
-            np.mean([h["latent_all"] for h in s["history"]]))
-        assert 0 <= s["peak_memory_mb"] < s["child_max_rss_mb"]
-        assert s["child_max_rss_mb"] > s["rss_before_training_mb"] > 0
-        assert s["torch_threads"] == 1
-        assert np.isfinite(s["final_losses"]["total"])
-        # per-mesh metrics, and their mean
+        assert run["time_per_step_s"] == pytest.approx(
+            statistics.median(h["seconds"] for h in run["history"]))
+        assert run["voxels_mean"]["latent_all"] == pytest.approx(
+            np.mean([h["latent_all"] for h in run["history"]]))
+        assert 0 <= run["process_peak_memory_mb"] < run["child_max_rss_mb"]
+        assert run["child_max_rss_mb"] > run["rss_before_training_mb"] > 0
+        assert run["torch_threads"] == 1
+        assert np.isfinite(run["final_losses"]["total"])
+        # per-mesh metrics, and their mean; with one seed each figure is {x, 0, x, x, 1}
         q = s["quality"]["train"]
-        rows = [s["meshes"][n] for n in names]
+        rows = [run["meshes"][n] for n in names]
         ok = [row for row in rows if "chamfer_l2" in row]
-        assert q["meshes"] == 2 and q["reconstructed"] == len(ok)
+        assert q["meshes"] == 2 and q["reconstructed"] == one_seed(len(ok))
         for row in ok:
             assert Path(row["reconstruction"]).exists()
             assert row["chamfer_l2"] >= 0 and 0 <= row["fscore"] <= 1
@@ -233,16 +245,32 @@ def test_compare_tiny_budget_on_two_real_meshes(app, tmp_path):
             assert row["floor_chamfer_l2"] >= 0 and 0 <= row["floor_fscore"] <= 1
         for key in ("chamfer_l2", "fscore", "normal_consistency", "floor_fscore"):
             if ok:
-                assert q[key] == pytest.approx(np.mean([row[key] for row in ok]))
+                assert q[key] == one_seed(np.mean([row[key] for row in ok]))
+            for n, row in zip(names, rows):
+                assert s["meshes"][n][key] == (one_seed(row[key]) if row in ok else EMPTY)
+        # cost of its own steps (113..120) and of the warm-up (1..112), apart
+        own = [h for h in run["history"] if h["step"] > 112]
+        for phase, hist in (("own_steps", own), ("warmup", run["history"][:112])):
+            cost = s[phase]
+            assert cost["steps"] == one_seed(len(hist))
+            assert cost["seconds_per_step"] == one_seed(
+                statistics.median(h["seconds"] for h in hist))
+            assert cost["peak_memory_mb"] == one_seed(max(h["peak_memory_mb"] for h in hist))
+            assert cost["latents_decoded_per_step"] == one_seed(
+                np.mean([h["latent_kept"] for h in hist]))
+            assert cost["cubes_meshed_per_step"] == one_seed(
+                np.mean([h["output_kept"] for h in hist]))
     # the metric checks above ran on real reconstructions (seeded, so this is deterministic)
-    assert sum(s["quality"]["train"]["reconstructed"] for s in rep["setups"].values()) >= 1
+    assert sum(s["quality"]["train"]["reconstructed"]["mean"]
+               for s in rep["setups"].values()) >= 1
     # triposf decodes every latent voxel and meshes part of the cubes; focusing carves latents
-    tri, foc = rep["setups"]["triposf"], rep["setups"]["focusing"]
+    tri, foc = (rep["setups"][k]["runs"][0] for k in ("triposf", "focusing"))
     # the render-free warm-up (steps 1..112) was trained once and both setups resumed from it
     for s in rep["setups"].values():
-        assert s["shared_warmup"]["steps"] == 112
-    assert json.loads((out / "runs" / "shared-warmup" / "config.json").read_text())["name"] == "triposf"
-    assert not (out / "runs" / "triposf" / "config_changes.json").exists()  # the warm-up's own setup
+        assert s["runs"][0]["shared_warmup"]["steps"] == 112 and s["warmup_shared"]
+    assert json.loads((out / "runs" / "shared-warmup" / "config.json").read_text())["name"] \
+        == "triposf"
+    assert not (out / "runs" / "triposf" / "config_changes.json").exists()  # the warm-up's own
     changes = json.loads((out / "runs" / "focusing" / "config_changes.json").read_text())
     assert changes[0]["step"] == 112 and "selectors.latent" in changes[0]["changes"]
     assert [h["loss_total"] for h in tri["history"][:112]] == \
@@ -252,14 +280,27 @@ def test_compare_tiny_budget_on_two_real_meshes(app, tmp_path):
     for h in rendered(tri["history"]):
         assert h["latent_kept"] == h["latent_all"] and h["output_kept"] <= h["output_all"]
     assert all(h["latent_kept"] < h["latent_all"] for h in rendered(foc["history"]))
+    # the shared warm-up's cost, reported apart, is its own process's 112 steps
+    warm_hist = json.loads((out / "runs" / "shared-warmup" / "history.json").read_text())
+    warm = rep["shared_warmup"]
+    assert warm["seeds"] == [0] and warm["steps"] == one_seed(112)
+    assert warm["seconds_per_step"] == one_seed(
+        statistics.median(h["seconds"] for h in warm_hist["steps"]))
+    # at a glance: ratios of the own steps, not of means over every step
     c = rep["comparison"]["against_reference"]["focusing"]
-    assert rep["comparison"]["reference"] == "triposf"
-    assert c["time_per_step_ratio"] == pytest.approx(foc["time_per_step_s"] / tri["time_per_step_s"])
+    assert rep["comparison"]["reference"] == "triposf" and rep["comparison"]["seeds"] == 1
+    own_s = [statistics.median(h["seconds"] for h in rendered(r["history"])) for r in (foc, tri)]
+    assert c["time_per_step_ratio"] == pytest.approx(own_s[0] / own_s[1])
+    # one seed: no difference is called beyond the spread, and the headline says so
+    assert c["verdicts"] and not any(v["exceeds_spread"] for v in c["verdicts"])
     # the plots exist, are PNGs, and the markdown embeds them
     md = (out / "report.md").read_text()
+    assert f"time per own step x{c['time_per_step_ratio']:.2f}" in md
+    assert "shared warm-up (trained once per seed" in md and " is better than " not in md
+    assert "with one seed no difference is called beyond the spread" in md
     # quality against compute: evaluations at steps 60 and 120 of each setup, in time order
     for s in rep["setups"].values():
-        curve = s["quality_curve"]
+        curve = s["runs"][0]["quality_curve"]
         assert [c["step"] for c in curve] == [60, 120]
         assert 0 < curve[0]["train_seconds"] < curve[1]["train_seconds"]
         assert set(s["first_reached_s"]) == {"0.3", "0.5", "0.6", "0.7", "0.8", "0.9"}
@@ -273,7 +314,7 @@ def test_compare_tiny_budget_on_two_real_meshes(app, tmp_path):
         assert f"]({rel})" in md
     # --json printed the same report
     printed = json.loads(result.stdout[result.stdout.index("{"):])
-    assert printed["setups"]["focusing"]["peak_memory_mb"] == foc["peak_memory_mb"]
+    assert printed["setups"]["focusing"]["own_steps"] == rep["setups"]["focusing"]["own_steps"]
 
 
 # ------------------------------------------------------------------------------ shared warm-up

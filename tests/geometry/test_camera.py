@@ -138,3 +138,21 @@ def test_zoom_rejects_bad_input():
         cam.zoom((-0.2, 0.2, -0.1, 0.3), s=0)
     with pytest.raises(ValueError):
         Camera.looking_at((0, 0, 2.0), near=1.0, far=0.5)
+
+
+def test_pixel_size_at_a_depth_is_one_projected_pixel():
+    """Two points at view depth d, pixel_size_at(d) apart along the camera's up axis, project
+    one pixel row apart (an independent check through the full projection)."""
+    import math
+
+    from focusing.core.geometry.camera import Camera
+
+    cam = Camera.looking_at((0.0, 0.0, 3.0), (0.0, 0.0, 0.0), fov_y_deg=55.0, width=96,
+                            height=80)
+    for depth in (1.0, 2.5):
+        size = cam.pixel_size_at(depth)
+        assert size == pytest.approx(2 * depth * math.tan(math.radians(27.5)) / 80)
+        pts = torch.tensor([[0.0, 0.0, 3.0 - depth], [0.0, size, 3.0 - depth]], dtype=torch.float64)
+        pix, d = cam.project(pts)
+        assert torch.allclose(d, torch.full((2,), depth, dtype=torch.float64))
+        assert float((pix[0, 1] - pix[1, 1]).abs()) == pytest.approx(1.0)

@@ -1,12 +1,14 @@
 """The `focusing` command line: core's own commands plus those every package registers.
 
-User errors (a bad mesh, setting or path) end as one `error: ...` line and exit code 2; a
-traceback is for bugs, and shows for user errors too with `focusing --debug ...` or
-FOCUSING_DEBUG=1.
+User errors (a bad mesh, setting or path, a busy run folder) end as one `error: ...` line and
+exit code 2; faults of the machine (a full disk, an I/O error) as one `error: ...` line and exit
+code 1; a training stopped by Ctrl-C as one line and exit code 130 (143 for SIGTERM). A
+traceback is for bugs, and shows for these too with `focusing --debug ...` or FOCUSING_DEBUG=1.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -109,7 +111,8 @@ def debugging() -> bool:
 def error_message(exc: BaseException) -> str:
     """One line for a user error: the message, or for an OSError its reason and path."""
     if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
-        text = f"{exc.strerror}: {str(exc.filename)!r}"
+        why = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror
+        text = f"{why}: {str(exc.filename)!r}"
         if isinstance(exc, NotADirectoryError):  # name the file that stands in the way
             blocker = next((p for p in Path(exc.filename).parents if p.is_file()), None)
             if blocker is not None:
@@ -132,6 +135,17 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"error: {error_message(exc)}", err=True)
         sys.exit(2)
+    except OSError as exc:  # the machine's fault: a full disk, an I/O error, a lost mount
+        if debugging():
+            raise
+        typer.echo(f"error: {error_message(exc)}", err=True)
+        sys.exit(1)
+    except BaseException as exc:  # a training stopped by Ctrl-C or SIGTERM (a command's own)
+        loop = sys.modules.get("focusing.core.engine.loop")  # never loaded: not one of them
+        if loop is None or not isinstance(exc, loop.TrainingInterrupted) or debugging():
+            raise
+        typer.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

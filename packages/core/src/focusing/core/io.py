@@ -1,16 +1,39 @@
 """Atomic file writes: a temp file in the target's folder, then os.replace.
 
 A failure at any point leaves the old file (or none) and no temp file, never a half-written
-one. Files get the usual umask-based mode (mkstemp alone would make them private, 0600).
+one. Files get the usual umask-based mode (mkstemp alone would make them private, 0600). Temp
+files are named `.<name>.<random>.tmp`, a pattern that `temp_name_of` recognises, so that a
+cleanup removes the program's own leftovers and never a user's `*.tmp` file.
+
+resolve_dotdot: `mkdir -p a/missing/../run` makes a stray `a/missing`; an output path with a
+`..` segment is therefore resolved before any folder of it is made.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]+\.tmp$")
+
+
+def temp_name_of(filename: str) -> str | None:
+    """The target name of one of atomic_path's temp files ('.config.json.k3x_9a2b.tmp' ->
+    'config.json'), or None for any other name."""
+    match = _TEMP_NAME.match(filename)
+    return match.group("name") if match else None
+
+
+def resolve_dotdot(path: str | os.PathLike) -> Path:
+    """`path` itself, or, when it has a `..` segment, the absolute path it names (symbolic
+    links of its existing part followed), so that no folder before the `..` is made."""
+    path = Path(path)
+    return path.resolve() if ".." in path.parts else path
 
 
 @contextmanager

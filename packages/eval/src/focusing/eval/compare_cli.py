@@ -1,5 +1,5 @@
-"""`focusing compare`: the side-by-side study of setups (compare.py) and its scaling study
-(scaling.py). Heavy imports happen inside the command so the CLI stays quick to load."""
+"""`focusing compare`: the side-by-side study of setups (the compare package) and its scaling
+study (scaling.py). Heavy imports happen inside the command so the CLI stays quick to load."""
 
 from __future__ import annotations
 
@@ -12,21 +12,30 @@ import typer
 
 
 def compare_command(
-    data: Path = typer.Option(..., "--data", help="Folder of meshes to train on (and reconstruct)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: runs/, recon/, plots/, report.md, report.json."),
+    data: Path = typer.Option(..., "--data",
+                              help="Folder of meshes to train on (and reconstruct)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Output folder: runs/, recon/, plots/, report.md, report.json."),
     setups: str = typer.Option(
         "triposf,focusing", "--setups",
         help="Comma-separated setup specs NAME[:key=value...], e.g. "
              "focusing,focusing:selector=frustum,focusing:upsampler=subdivide. Shorthands: "
              "selector=X (the setup's own selector stage), upsampler=X, backend=X, renderer=X."),
     budget: str = typer.Option("small", "--budget", help="small | medium | a budget TOML file."),
-    eval_dir: Path = typer.Option(None, "--eval", help="Folder of held-out meshes, never trained on."),
+    eval_dir: Path = typer.Option(None, "--eval",
+                                  help="Folder of held-out meshes, never trained on."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout at the end."),
     scaling: bool = typer.Option(
         False, "--scaling",
         help="Instead: one step's memory and time per setup at output 128, 256, 512 (1024 if it "
              "fits), log-log fits and the 1024^3 extrapolation (scaling.md, scaling.json)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier comparison in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an earlier comparison in --out."),
+    seeds: int = typer.Option(
+        1, "--seeds", min=1,
+        help="Train every setup this many times (train.seed B..B+K-1, one shared warm-up per "
+             "seed); the report gives mean and spread over the seeds and calls a difference "
+             "real only when the setups' min..max ranges do not overlap."),
 ) -> None:
     """Train setups under one budget (each in its own process), reconstruct, evaluate, report."""
     from focusing.core.plugins import PluginError
@@ -35,13 +44,18 @@ def compare_command(
     command = "focusing compare " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if len(sys.argv) > 1 and sys.argv[1] == "compare" else ""
     try:
+        from focusing.core.engine.lock import hold_for_command
+
+        out = hold_for_command(out)  # one process per output folder, until the command ends
         if scaling:
             from focusing.eval.scaling import scaling_study
 
+            if seeds != 1:
+                raise CompareError("--seeds applies to the comparison, not to --scaling")
             rep = scaling_study(data, setups, budget, out, command=command)
         else:
             rep = compare(data, setups, budget, out, eval_dir=eval_dir, overwrite=overwrite,
-                          command=command)
+                          command=command, seeds=seeds)
     except (CompareError, PluginError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

@@ -206,17 +206,10 @@ def fit_mesh(
     cfg = config or FitConfig()
     cfg.check()
     raw = source if isinstance(source, Mesh) else load_mesh(source, normalize=False)
-    if out is not None:
-        out = Path(out)
-        from focusing.core.geometry.mesh import SUPPORTED_FORMATS, MeshError
+    if out is not None:  # format and folder checked before any work
+        from focusing.core.geometry.mesh import check_mesh_output
 
-        if out.suffix.lower() not in SUPPORTED_FORMATS:
-            raise MeshError(
-                f"mesh {str(out)!r}: cannot save, unknown format {out.suffix or '(no extension)'!r}; "
-                f"supported: {', '.join(sorted(SUPPORTED_FORMATS))}"
-            )
-        if not (out.parent if str(out.parent) else Path(".")).is_dir():
-            raise MeshError(f"mesh {str(out)!r}: folder {str(out.parent)!r} does not exist")
+        out = check_mesh_output(out, "--out")
     r = int(cfg.resolution)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

@@ -10,6 +10,10 @@ from typing import List, Optional
 import typer
 
 
+ALLOW_VAE_CHANGE_HELP = ("Use the shape VAE even when its weights are no longer those the "
+                         "latent flow was trained on (a warning instead of an error).")
+
+
 def _fail(message: str):
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -29,15 +33,19 @@ def train_flow_command(
     training engine; also runs under `torchrun`)."""
     from focusing.core.config import ConfigError
     from focusing.core.engine import CheckpointError, NonFiniteError
+    from focusing.core.engine.runfolder import hold_run_folder
     from focusing.core.plugins import PluginError
     from focusing.core.plugins import get_registry
-    from focusing.flow.stages import load_flow_config
+    from focusing.flow.stages import load_flow_config, vae_run_config
     from focusing.flow.train import FlowTrainer, last_loss, resume_config
 
     stages = get_registry("flow_stage").names()
     if stage not in stages:
         _fail(f"--stage must be one of {', '.join(stages)}, got {stage!r}")
     try:
+        if vae is not None and not resume:
+            vae_run_config(vae)  # a wrong --vae is said before --out is made
+        out = hold_run_folder(out, resume)  # one process per run folder, until the command ends
         if resume:
             if not (out / "config.json").exists():
                 _fail(f"--resume: {out} holds no run")
@@ -81,17 +89,20 @@ def generate_command(
     mesh: Optional[Path] = typer.Option(None, "--mesh", help="Condition on a render of this mesh instead of IMAGE."),
     view: int = typer.Option(0, "--view", help="With --mesh: the view index (views >= views.count were held out)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Shape VAE occupancy logit to keep a voxel (default: the VAE run's calibrated one, calibration.json)."),
+    allow_vae_change: bool = typer.Option(False, "--allow-vae-change", help=ALLOW_VAE_CHANGE_HELP),
 ) -> None:
     """Generate a mesh from one image (or from a render of --mesh) with the two flow stages."""
-    from focusing.core.geometry.mesh import MeshError, save_mesh
+    from focusing.core.geometry.mesh import MeshError, check_mesh_output, save_mesh
     from focusing.flow.generate import ImageTo3D
     from focusing.flow.views import load_image
 
     if (image is None) == (mesh is None):
         _fail("give either IMAGE or --mesh MESH")
     try:
-        pipe = ImageTo3D(structure, latent)
-        rgba = load_image(image) if image is not None else pipe.render_view(mesh, view)
+        check_mesh_output(output, "-o")  # the output and the image are checked before any work
+        rgba = load_image(image) if image is not None else None
+        pipe = ImageTo3D(structure, latent, allow_vae_change)
+        rgba = rgba if rgba is not None else pipe.render_view(mesh, view)
         result = pipe.generate(rgba, steps, cfg, cfg, seed, threshold)
     except (MeshError, FileNotFoundError, ValueError, RuntimeError) as exc:
         _fail(str(exc))
@@ -116,14 +127,19 @@ def eval_flow_command(
     seed: int = typer.Option(0, "--seed"),
     points: int = typer.Option(100_000, "--points", help="Surface samples per mesh for Chamfer/F-score."),
     threshold: Optional[float] = typer.Option(None, "--threshold"),
+    allow_vae_change: bool = typer.Option(False, "--allow-vae-change", help=ALLOW_VAE_CHANGE_HELP),
 ) -> None:
     """Structure IoU, Chamfer and F@0.005/0.01 against the source mesh, and seconds per shape,
     from the held-out views (indices views.count ..) of every mesh in --data."""
+    from focusing.core.geometry.mesh import check_output_path
     from focusing.core.io import write_text_atomic
     from focusing.flow.evaluate import evaluate_flow, format_table
 
     try:
-        report = evaluate_flow(structure, latent, data, steps, cfg, seed, points, threshold)
+        if out is not None:  # checked before any work
+            check_output_path(out, "--out")
+        report = evaluate_flow(structure, latent, data, steps, cfg, seed, points, threshold,
+                               allow_vae_change)
     except (FileNotFoundError, ValueError, ImportError) as exc:
         _fail(str(exc))
     typer.echo(format_table(report))

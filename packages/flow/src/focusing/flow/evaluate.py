@@ -13,15 +13,16 @@ from focusing.flow.structure_vae import iou, occupancy_grid
 
 def evaluate_flow(structure_run: Path, latent_run: Path, data_dir: Path, steps: int | None = None,
                   cfg: float | None = None, seed: int = 0, points: int = 100_000,
-                  threshold: float | None = None) -> dict:
-    """Per (mesh, held-out view) metrics and their means, as a JSON-ready dict."""
+                  threshold: float | None = None, allow_vae_change: bool = False) -> dict:
+    """Per (mesh, held-out view) metrics and their means, as a JSON-ready dict (a changed
+    shape VAE is refused unless allow_vae_change: see ImageTo3D)."""
     from focusing.core.geometry.mesh import Mesh
     from focusing.core.metrics import evaluate
     from focusing.core.train.data import ShapeDataset
     from focusing.flow.generate import ImageTo3D
     from focusing.flow.views import held_out_views
 
-    pipe = ImageTo3D(structure_run, latent_run)
+    pipe = ImageTo3D(structure_run, latent_run, allow_vae_change)
     dataset = ShapeDataset(data_dir, pipe.vae_cfg, progress=False)
     r = pipe.latent.resolution
     held_out = held_out_views(pipe.structure_cfg)

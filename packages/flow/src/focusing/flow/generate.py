@@ -18,7 +18,9 @@ from focusing.core.sparseflex.flexicubes import extract_mesh
 from focusing.core.vae.calibration import load_calibrated_threshold
 from focusing.core.vae.reconstruct import decode_in_chunks
 from focusing.flow import rectified_flow as rf
-from focusing.flow.stages import LatentStage, StructureStage, load_stage, load_vae
+from focusing.flow.stages import (
+    LatentStage, StructureStage, check_vae_identity, load_stage, load_vae,
+)
 from focusing.flow.structure_vae import occupied_coords
 from focusing.flow.views import preprocess, render_rgba, view_camera, view_settings
 
@@ -35,10 +37,15 @@ class Generated:
 class ImageTo3D:
     """The two trained stages and the shape VAE, ready to generate."""
 
-    def __init__(self, structure_run: Path, latent_run: Path):
+    def __init__(self, structure_run: Path, latent_run: Path, allow_vae_change: bool = False):
+        """Load both runs and the latent run's shape VAE; VAEChangedError when that VAE's
+        weights are not those the latent flow was trained on (a warning with
+        allow_vae_change). The structure flow learnt only where latent voxels are, which the
+        VAE's weights do not change, so its record is not checked."""
         self.structure, self.structure_cfg = load_stage(structure_run, expect="structure")
         self.latent, self.latent_cfg = load_stage(latent_run, expect="latent")
-        self.vae, self.vae_cfg = load_vae(Path(self.latent_cfg["vae_run"]))
+        self.vae, self.vae_cfg, identity = load_vae(Path(self.latent_cfg["vae_run"]))
+        check_vae_identity(Path(latent_run), self.latent_cfg, identity, allow_vae_change)
         calibrated = load_calibrated_threshold(Path(self.latent_cfg["vae_run"]))
         # the VAE run's calibrated occupancy logit (calibration.json), else its setup's
         self.threshold = (float(self.vae_cfg["inference"]["occupancy_threshold"])

@@ -11,6 +11,8 @@ from a wheel or a file) are rebuilt from the config and never copied into a run.
 
 from __future__ import annotations
 
+import hashlib
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -47,13 +49,74 @@ def load_flow_config(overrides: list[str] | tuple[str, ...] = (), base: dict | N
     return config
 
 
-def load_vae(run_dir: Path) -> tuple[nn.Module, dict]:
-    """The shape VAE of a `focusing train` run folder (newest intact weights, eval mode) and its
-    config as a plain dict."""
-    from focusing.core.vae.reconstruct import load_model
+def load_vae(run_dir: Path) -> tuple[nn.Module, dict, dict]:
+    """The shape VAE of a `focusing train` run folder (newest intact weights, eval mode), its
+    config as a plain dict and the identity of the weights loaded (vae_identity); a ValueError
+    when the folder is a train-flow run instead."""
+    from focusing.core.config import setup_from_run
+    from focusing.core.engine import load_weights
+    from focusing.core.vae.model import ShapeVAE
 
-    model, setup = load_model(Path(run_dir))
-    return model, setup.to_dict()
+    run_dir = Path(run_dir)
+    setup = setup_from_run(vae_run_config(run_dir))
+    model = ShapeVAE(setup.to_dict())
+    step = load_weights(run_dir, model)
+    model.eval()
+    return model, setup.to_dict(), vae_identity(run_dir, step)
+
+
+def vae_run_config(run_dir: Path) -> dict:
+    """The stored config of a shape VAE run; a ValueError when the folder is a train-flow run
+    (whose flow settings would otherwise read as unknown VAE settings)."""
+    from focusing.core.engine import read_run_config
+
+    stored = read_run_config(Path(run_dir))
+    if "stage" in stored and "vae_config" in stored:
+        raise ValueError(f"{run_dir} is a train-flow run (stage {stored['stage']!r}), not a "
+                         "shape VAE run: give the folder of a `focusing train` run"
+                         + (f", such as its VAE {stored['vae_run']}" if stored.get("vae_run")
+                            else ""))
+    return stored
+
+
+# The keys a flow run's config.json records the shape VAE's weights under (see vae_identity).
+VAE_IDENTITY_KEYS = ("vae_step", "vae_sha256")
+
+
+def vae_identity(run_dir: Path, step: int) -> dict:
+    """{'vae_step': step, 'vae_sha256': SHA-256 hex of that step's weights file}: what a flow
+    run records of the VAE it trained on, so that a VAE run resumed in place or replaced later
+    is noticed (check_vae_identity)."""
+    from focusing.core.engine.checkpoint import weights_path
+
+    digest = hashlib.sha256()
+    with open(weights_path(run_dir, step), "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"vae_step": int(step), "vae_sha256": digest.hexdigest()}
+
+
+class VAEChangedError(ValueError):
+    """The shape VAE's weights differ from those a flow run was trained on."""
+
+
+def check_vae_identity(flow_run: Path, flow_cfg: dict, current: dict,
+                       allow_change: bool = False, remedy: str = "") -> None:
+    """Refuse (VAEChangedError, ending with `remedy`) when the VAE weights `current`
+    (vae_identity) differ from those `flow_cfg` records; with allow_change, warn on stderr
+    instead. A run made before runs recorded the identity is not checked."""
+    recorded = {k: flow_cfg.get(k) for k in VAE_IDENTITY_KEYS}
+    if not recorded["vae_sha256"] or recorded["vae_sha256"] == current["vae_sha256"]:
+        return
+    text = (f"the shape VAE {flow_cfg.get('vae_run', '')} changed since the flow run {flow_run} "
+            f"was trained on it: it now loads step {current['vae_step']} (weights sha256 "
+            f"{current['vae_sha256'][:12]}), the flow was trained on step {recorded['vae_step']} "
+            f"(sha256 {str(recorded['vae_sha256'])[:12]})")
+    if not allow_change:
+        raise VAEChangedError(f"{text}; " + (remedy or "train the flow again on this VAE, or "
+                                                       "pass --allow-vae-change to use it anyway"))
+    print(f"warning: {text}; using it anyway (--allow-vae-change): the results may be wrong",
+          file=sys.stderr)
 
 
 class _Stage(nn.Module):

@@ -35,12 +35,17 @@ from focusing.core.engine import (
     read_run_config,
 )
 from focusing.core.engine.checkpoint import latest_step
+from focusing.core.engine.lock import writes_here
+from focusing.core.engine.runfolder import claim_run_folder
 from focusing.core.io import write_text_atomic
 from focusing.core.plugins import FlowStage, get_registry
 from focusing.core.sparse.tensor import SparseTensor, collate
 from focusing.core.train.data import ShapeDataset, default_cache_dir, shape_order
 from focusing.flow import rectified_flow as rf
-from focusing.flow.stages import LatentStage, StructureStage, build_stage, load_vae, parameter_count
+from focusing.flow.stages import (
+    VAE_IDENTITY_KEYS, LatentStage, StructureStage, build_stage, check_vae_identity, load_vae,
+    parameter_count,
+)
 from focusing.flow.structure_vae import iou, occupancy_grid, structure_vae_loss
 from focusing.flow.views import cached_views, view_settings
 
@@ -333,13 +338,21 @@ class FlowTrainer:
 
     def __init__(self, cfg: dict, data_dir: Path, run_dir: Path, resume: bool = False,
                  progress: bool = True, allow_changes: bool = False, dist_info=None):
-        self.run_dir = Path(run_dir)
+        # one process per run folder, locked before anything is written (rank 0 writes)
+        self.lock = claim_run_folder(run_dir, resume, flag=None) if writes_here() else None
+        self.run_dir = self.lock.folder if self.lock is not None else Path(run_dir)
         self.progress = progress
         self.resume, self.allow_changes = resume, allow_changes
-        self.vae, vae_cfg = load_vae(Path(cfg["vae_run"]))
-        cfg = {**cfg, "vae_run": str(Path(cfg["vae_run"]).resolve()), "vae_config": vae_cfg}
+        self.stage_plugin = flow_stage(cfg["stage"])
+        self.vae, vae_cfg, identity = load_vae(Path(cfg["vae_run"]))
+        if resume:  # a run keeps the VAE identity it started with (none: an older run)
+            if self.stage_plugin.needs_latents:  # latents of other weights would mix
+                check_vae_identity(self.run_dir, cfg, identity, remedy=(
+                    "start a new flow run on this VAE (another --out), or restore its weights"))
+            identity = {k: cfg[k] for k in VAE_IDENTITY_KEYS if k in cfg}
+        cfg = {**cfg, "vae_run": str(Path(cfg["vae_run"]).resolve()), "vae_config": vae_cfg,
+               **identity}
         self.cfg, self.stage = cfg, cfg["stage"]
-        self.stage_plugin = flow_stage(self.stage)
         self.train = flow_train_config(cfg["train"])
         # the run folder is checked before the (slow) data preparation
         flow_resume = resume and (self.run_dir / "checkpoints").exists()
@@ -384,8 +397,11 @@ class FlowTrainer:
         return self.engine.fit()
 
     def close(self) -> None:
-        """Close TensorBoard."""
+        """Close TensorBoard and let the run folder's lock go."""
         self.engine.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def resume_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:

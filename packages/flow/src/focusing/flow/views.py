@@ -77,14 +77,26 @@ def preprocess(rgba: torch.Tensor, size: int, margin: float = 1.2) -> torch.Tens
 
 
 def load_image(path: Path) -> torch.Tensor:
-    """An image file (PNG with or without alpha, JPEG, ...) as RGBA [4,H,W] in [0, 1]."""
+    """An image file (PNG with or without alpha, JPEG, ...) as RGBA [4,H,W] in [0, 1]; a
+    ValueError naming the file for one that is empty, not an image, truncated or corrupt."""
     from PIL import Image
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+    if path.stat().st_size == 0:
+        raise ValueError(f"image {path}: empty file (0 bytes)")
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+    except PermissionError:
+        raise
+    # PIL's faults of a bad file: UnidentifiedImageError and "image file is truncated" are
+    # OSErrors, a corrupt PNG chunk is a SyntaxError, a decompression bomb its own error
+    except (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError) as exc:
+        why = str(exc).strip().splitlines()
+        raise ValueError(f"image {path}: not a readable image "
+                         f"({why[0] if why else type(exc).__name__})") from None
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 

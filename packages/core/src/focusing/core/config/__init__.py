@@ -286,6 +286,8 @@ class TrainConfig:
     lr: float = _float(lo=0, lo_open=True)
     weight_decay: float = _float(lo=0)
     warmup_steps: int = _int(lo=0)
+    restart_at: int = _int(lo=0)
+    restart_lr: float = _float(lo=0)
     grad_clip: float = _float(lo=0)
     ema: float = _float(lo=0, hi=1, hi_open=True)
     seed: int = _int(lo=0)
@@ -302,6 +304,7 @@ class TrainConfig:
     nonfinite: str = _str(choices=("skip", "stop"))
     max_nonfinite_skips: int = _int(lo=1)
     deterministic: bool = _bool()
+    memory_fraction: float = _float(lo=0)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,12 @@ weight_decay, warmup_steps, grad_clip (0: none), ema (0: none; a weight average 
 checkpoints and evaluations use, `engine.ema`), seed, log_every, checkpoint_every,
 eval_every, amp, nonfinite ("skip" | "stop"), max_nonfinite_skips, deterministic.
 
+The run folder (runfolder.py, lock.py): the engine locks it before writing anything (one
+process per folder; a lock left by a killed process is taken over with a warning), refuses a
+non-empty folder that is not a run, and removes only its own temp files. SIGINT/SIGTERM during
+`fit` write a checkpoint of the last complete step and raise TrainingInterrupted; a checkpoint
+that cannot be written (full disk) raises CheckpointWriteError naming the newest intact one.
+
 Profiling: `engine.profile.phase(name)` marks a phase of a step (the engine marks `backward` and
 `optimizer`); `profile_steps` reads their time and peak tensor memory from torch's profiler
 (benchmarks/step_profile.py).
@@ -59,16 +65,20 @@ versions. Without it, runs match to float rounding only (thread scheduling chang
 of reductions).
 """
 
-from focusing.core.engine.checkpoint import CheckpointError, load_checkpoint, load_weights
-from focusing.core.engine.distributed import DistInfo, init_distributed
-from focusing.core.engine.loop import (
-    Engine, NonFiniteError, StepOutput, StepResult, TrainStep, lr_factor, prepare,
-    set_reproducibility,
+from focusing.core.engine.checkpoint import (
+    CheckpointError, CheckpointWriteError, load_checkpoint, load_weights,
 )
-from focusing.core.engine.runfolder import check_run_folder, read_run_config
+from focusing.core.engine.distributed import DistInfo, init_distributed
+from focusing.core.engine.lock import FolderBusyError
+from focusing.core.engine.loop import (
+    Engine, NonFiniteError, StepOutput, StepResult, TrainingInterrupted, TrainStep, lr_factor,
+    prepare, set_reproducibility,
+)
+from focusing.core.engine.runfolder import check_run_folder, claim_run_folder, read_run_config
 
 __all__ = [
-    "CheckpointError", "DistInfo", "Engine", "NonFiniteError", "StepOutput", "StepResult",
-    "TrainStep", "check_run_folder", "init_distributed", "load_checkpoint", "load_weights",
-    "lr_factor", "prepare", "read_run_config", "set_reproducibility",
+    "CheckpointError", "CheckpointWriteError", "DistInfo", "Engine", "FolderBusyError",
+    "NonFiniteError", "StepOutput", "StepResult", "TrainStep", "TrainingInterrupted",
+    "check_run_folder", "claim_run_folder", "init_distributed", "load_checkpoint",
+    "load_weights", "lr_factor", "prepare", "read_run_config", "set_reproducibility",
 ]

@@ -1,9 +1,18 @@
-"""The generic training loop: see the package docstring (focusing.core.engine) for the API."""
+"""The generic training loop: see the package docstring (focusing.core.engine) for the API.
+
+Signals: SIGINT (Ctrl-C) or SIGTERM (a scheduler's notice) during `fit` finish the current step,
+write a checkpoint and raise TrainingInterrupted, whose message says where the checkpoint is; a
+second one stops at once (the newest checkpoint written before stays intact). Without this a
+Ctrl-C lost everything since the last periodic checkpoint, silently.
+"""
 
 from __future__ import annotations
 
 import math
 import os
+import signal
+import sys
+import threading
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -22,11 +31,61 @@ from focusing.core.engine.distributed import (
 )
 from focusing.core.engine.memory import PeakMemory, current_rss_bytes
 from focusing.core.engine.profile import phase
-from focusing.core.engine.runfolder import check_run_folder, record_changes
+from focusing.core.engine.runfolder import check_run_folder, claim_run_folder, record_changes
+from focusing.core.io import resolve_dotdot
 
 
 class NonFiniteError(RuntimeError):
     """Training met a non-finite loss or gradient and was told to stop (or skipped too often)."""
+
+
+class TrainingInterrupted(BaseException):
+    """Training stopped on SIGINT or SIGTERM, after a checkpoint of its last complete step unless
+    a second signal asked to stop at once. exit_code: 128 + the signal (130 for SIGINT).
+    A BaseException, as KeyboardInterrupt is, but not one: click would print "Aborted!" for it."""
+
+    def __init__(self, message: str, signum: int, step: int, checkpoint: Path | None = None):
+        super().__init__(message)
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        self.exit_code = 128 + signum
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM handlers for the span of a fit (main thread only): the first signal is
+    noted and stops the loop after the current step; a second raises TrainingInterrupted at
+    once, wherever the process is (atomic writes leave no partial file)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, engine: "Engine"):
+        self.engine = engine
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        engine = self.engine
+        if self.signum is not None:
+            raise TrainingInterrupted(
+                f"{name} again: stopped at once; the newest intact checkpoint is "
+                f"{checkpoint.newest_checkpoint(engine.run_dir)}", signum, engine.step)
+        self.signum = signum
+        if engine.dist.is_main:  # os.write: a signal may arrive while tqdm writes to stderr
+            os.write(2, f"\n{name}: finishing the current step, then writing a checkpoint (send "
+                        f"{name} again to stop at once)\n".encode())
 
 
 @dataclass
@@ -120,20 +179,42 @@ def prepare(train: TrainConfig) -> DistInfo:
     return init_distributed()
 
 
-def lr_factor(train: TrainConfig, clock=None):
+def lr_factor(train: TrainConfig, clock=None, restart_clock=None):
     """LR multiplier per step: linear warm-up over train.warmup_steps, then cosine to 0 over
-    train.steps, or over train.minutes of `clock()` seconds where that runs out first."""
-    total = max(train.steps, 1)
+    train.steps, or over train.minutes of `clock()` seconds where that runs out first.
+
+    train.restart_at > 0 splits the schedule in two phases: the first (steps before it) warms
+    up and anneals to 0 at restart_at; the second warms up again and anneals over the steps
+    left, or over the minutes left after `restart_clock()` (the optimisation seconds at the
+    restart), at peak train.restart_lr (0: train.lr). Why: a render-free warm-up followed by
+    rendered steps under one cosine left the rendered steps at the schedule's tail (the
+    `small` budget's 50 own steps ran at 0.1% of the peak LR), so they could not change much."""
     warm = train.warmup_steps
     limit_s = 60.0 * train.minutes
+    restart = train.restart_at if 0 < train.restart_at else 0
+    peak2 = (train.restart_lr / train.lr) if train.restart_lr > 0 else 1.0
 
-    def f(step: int) -> float:
+    def cosine(step: int, total: int, t_clock) -> float:
+        """Warm-up, then cosine over `total` steps or the clock fraction t_clock(), which ever
+        is further; the clock is read only after the warm-up."""
         if step < warm:
             return (step + 1) / warm
         t = min((step - warm) / max(total - warm, 1), 1.0)
-        if limit_s > 0 and clock is not None:
-            t = max(t, min(clock() / limit_s, 1.0))
+        if t_clock is not None:
+            t = max(t, min(t_clock(), 1.0))
         return 0.5 * (1.0 + math.cos(math.pi * t))
+
+    def f(step: int) -> float:
+        if restart and step < restart:
+            return cosine(step, restart, None)
+        if restart:
+            t0 = restart_clock() if restart_clock is not None else 0.0  # read at the boundary
+            t_clock = None
+            if limit_s > 0 and clock is not None:
+                t_clock = lambda: (clock() - t0) / max(limit_s - t0, 1e-9)  # noqa: E731
+            return peak2 * cosine(step - restart, max(train.steps, 1) - restart, t_clock)
+        t_clock = (lambda: clock() / limit_s) if limit_s > 0 and clock is not None else None
+        return cosine(step, max(train.steps, 1), t_clock)
 
     return f
 
@@ -146,7 +227,7 @@ class Engine:
                  dist_info: DistInfo | None = None, name: str = "", normalise_config=None):
         self.trainstep = step
         self.train = train
-        self.run_dir = Path(run_dir)
+        self.run_dir = resolve_dotdot(run_dir)
         self.config = config
         self.name = name or str(config.get("name", ""))
         self.dist = dist_info or init_distributed()
@@ -155,16 +236,31 @@ class Engine:
         if train.batch_size % self.dist.world_size:
             raise ValueError(f"train.batch_size {train.batch_size} is not divisible by "
                              f"{self.dist.world_size} processes")
+        # the lock first (rank 0 writes): nothing is written, nor checked, before it is held
+        self.lock = claim_run_folder(self.run_dir, resume) if self.dist.is_main else None
+        try:
+            self._open(config, resume, allow_changes, normalise_config)
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+            raise
+
+    def _open(self, config: dict, resume: bool, allow_changes: bool, normalise_config) -> None:
+        step, train = self.trainstep, self.train
         changes = check_run_folder(self.run_dir, config, resume, allow_changes, step.shape_keys,
                                    normalise_config)
         self.module = step.module
         self.optimizer = torch.optim.AdamW(step.parameters(), lr=train.lr,
                                            weight_decay=train.weight_decay)
+        self.restart_seconds: float | None = None  # optimisation seconds at train.restart_at
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_factor(train, clock=lambda: self.train_seconds))
+            self.optimizer, lr_factor(train, clock=lambda: self.train_seconds,
+                                      restart_clock=self._restart_clock))
         # train.ema > 0: the averaged weights are what checkpoints, evaluations and calibration use
         self.ema = WeightAverage(self.module, train.ema) if train.ema > 0 else None
         self.step = 0
+        self.saved_step: int | None = None  # the step of the last checkpoint written or loaded
         self.skipped_total = 0
         self.skipped_in_row = 0
         self.train_seconds = 0.0
@@ -184,8 +280,21 @@ class Engine:
             write_text_atomic(self.run_dir / "config.json", dumps(config))
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
 
+    def _restart_clock(self) -> float:
+        """The optimisation seconds when the schedule restarted (train.restart_at): read the
+        first time the second phase asks, then kept (and checkpointed)."""
+        if self.restart_seconds is None:
+            self.restart_seconds = self.train_seconds
+        return self.restart_seconds
+
     # -- checkpoints --------------------------------------------------------------------
     def _resume(self) -> None:
+        if not checkpoint.has_checkpoint(self.run_dir):  # stopped before its first checkpoint
+            if self.dist.is_main:
+                print(f"note: {self.run_dir} holds no checkpoint (the run stopped before its "
+                      "first one): starting from step 0 with its stored setup "
+                      f"({self.run_dir / 'config.json'})", file=sys.stderr, flush=True)
+            return
         step, weights, state = checkpoint.load_checkpoint(self.run_dir, with_state=True)
         online = state.get("online_weights")  # written when the run kept an EMA: weights is the average
         self.module.load_state_dict(weights if online is None else {**weights, **online})
@@ -200,8 +309,9 @@ class Engine:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.skipped_total = int(state.get("skipped_total", 0))
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.restart_seconds = state.get("restart_seconds")
         self.trainstep.load_state_dict(state.get("trainstep", {}))
-        self.step = step
+        self.step = self.saved_step = step
 
     def save(self) -> Path | None:
         """Checkpoint the current step (main process); never writes non-finite weights."""
@@ -211,6 +321,7 @@ class Engine:
                  "torch_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                  "skipped_total": self.skipped_total, "train_seconds": self.train_seconds,
+                 "restart_seconds": self.restart_seconds,
                  "trainstep": self.trainstep.state_dict()}
         with self.averaged_weights() as online:
             if online is not None:  # resume continues from these, the checkpoint holds the average
@@ -219,6 +330,10 @@ class Engine:
                 path = checkpoint.save_checkpoint(self.run_dir, self.step, self.module, state)
             except checkpoint.CheckpointError as exc:
                 raise NonFiniteError(f"{exc}; the last good checkpoint is kept") from None
+            except OSError as exc:  # a full disk above all: say so, and what is left
+                raise checkpoint.CheckpointWriteError(checkpoint.write_fault(
+                    self.run_dir, exc, f"the checkpoint of step {self.step}")) from None
+            self.saved_step = self.step
             self.module.eval()
             with torch.no_grad():
                 self.trainstep.on_checkpoint(self.step, self.step >= self.train.steps or self.out_of_time())
@@ -352,27 +467,54 @@ class Engine:
                    disable=not self.progress)
         every, eval_every = self.train.checkpoint_every, self.train.eval_every
         try:
-            while self.step < total and not self.out_of_time():
-                res = self.train_step()
-                self.train_seconds += res.seconds
-                history.append(res)
-                self.log(res)
-                last = self.step >= self.train.steps or self.out_of_time()  # the run's end
-                if eval_every and (self.step % eval_every == 0 or last):
-                    self._evaluate()
-                bar.update(1)
-                bar.set_postfix(loss=f"{res.terms.get('total', float('nan')):.4f}",
-                                skipped=self.skipped_total, **res.postfix,
-                                **{k: f"{v:.4g}" for k, v in self.last_eval.items() if "/" not in k})
-                if every and self.step % every == 0 and self.step < total and not last:
-                    self.save()
-            self.save()
+            with _StopSignals(self) as signals:
+                while self.step < total and not self.out_of_time():
+                    res = self.train_step()
+                    self.train_seconds += res.seconds
+                    history.append(res)
+                    self.log(res)
+                    last = self.step >= self.train.steps or self.out_of_time()  # the run's end
+                    if eval_every and (self.step % eval_every == 0 or last):
+                        self._evaluate()
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{res.terms.get('total', float('nan')):.4f}",
+                                    skipped=self.skipped_total, **res.postfix,
+                                    **{k: f"{v:.4g}" for k, v in self.last_eval.items()
+                                       if "/" not in k})
+                    if every and self.step % every == 0 and self.step < total and not last:
+                        self.save()
+                    stop = self._stop_requested(signals.signum is not None)  # every rank
+                    if stop and self.step < total and not self.out_of_time():
+                        raise self._interrupted(signals.signum)  # (at the end: just finish)
+                self.save()
         finally:
             bar.close()
-            if self.writer is not None:
-                self.writer.flush()
+            self._flush_events()
         barrier(self.dist.world_size)
         return history
+
+    def _stop_requested(self, signalled: bool) -> bool:
+        """Whether a signal asked this process (or, under torchrun, any process) to stop."""
+        if self.dist.world_size <= 1:
+            return signalled
+        return all_reduce_mean(1.0 if signalled else 0.0, self.dist.world_size) > 0.0
+
+    def _interrupted(self, signum: int) -> TrainingInterrupted:
+        """Write the checkpoint of the last complete step (unless written) and say where."""
+        if self.saved_step != self.step:
+            self.save()
+        path = checkpoint.weights_path(self.run_dir, self.step)
+        return TrainingInterrupted(
+            f"interrupted by {signal.Signals(signum).name} after step {self.step}: checkpoint "
+            f"written to {path}; continue with --resume", signum, self.step, path)
+
+    def _flush_events(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.flush()
+            except OSError as exc:
+                print(f"warning: TensorBoard events in {self.run_dir} could not be written "
+                      f"({exc.strerror or exc})", file=sys.stderr)
 
     def _evaluate(self) -> None:
         self.trainstep.train_seconds = self.train_seconds
@@ -385,6 +527,14 @@ class Engine:
                 self.writer.add_scalar(f"eval/{k}", v, self.step)
 
     def close(self) -> None:
-        """Close the TensorBoard writer."""
-        if self.writer is not None:
-            self.writer.close()
+        """Close the TensorBoard writer and let the run folder's lock go."""
+        writer, self.writer = getattr(self, "writer", None), None
+        if writer is not None:
+            try:
+                writer.close()
+            except OSError as exc:
+                print(f"warning: TensorBoard events in {self.run_dir} could not be written "
+                      f"({exc.strerror or exc})", file=sys.stderr)
+        lock, self.lock = getattr(self, "lock", None), None
+        if lock is not None:
+            lock.release()

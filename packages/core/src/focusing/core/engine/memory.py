@@ -23,6 +23,33 @@ def current_rss_bytes() -> int:
         return 0
 
 
+def _read_int(path: str) -> int | None:
+    try:
+        text = open(path).read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max": no limit
+
+
+def available_memory_bytes() -> float:
+    """Memory this process may still take, in bytes: MemAvailable of /proc/meminfo, lowered to
+    what the cgroup (v2) limit leaves (a container, a batch job's slot); inf where unknown."""
+    avail = float("inf")
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024.0
+                    break
+    except OSError:
+        pass
+    limit = _read_int("/sys/fs/cgroup/memory.max")
+    used = _read_int("/sys/fs/cgroup/memory.current")
+    if limit is not None and used is not None:
+        avail = min(avail, float(max(limit - used, 0)))
+    return avail
+
+
 class PeakMemory:
     """Context manager: `.peak_mb` is the peak memory above the entry level, in MiB."""
 

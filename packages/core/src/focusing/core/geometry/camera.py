@@ -90,6 +90,10 @@ class Camera:
         """Inverse of world_to_view [4,4]."""
         return torch.linalg.inv(self.world_to_view)
 
+    def pixel_size_at(self, depth: float) -> float:
+        """World size of one pixel (vertical) at view depth `depth` (world units)."""
+        return 2.0 * float(depth) / (float(self.projection[1, 1]) * self.height)
+
     @property
     def position(self) -> torch.Tensor:
         """Camera centre in world space [3]."""

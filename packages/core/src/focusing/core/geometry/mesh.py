@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,9 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "load_mesh",
     "find_mesh_files",
+    "mesh_names",
     "check_output_path",
+    "check_mesh_output",
     "normalize_mesh",
     "apply_normalization",
     "usable_faces",
@@ -235,8 +238,8 @@ def _check_input_file(path: Path) -> None:
 
 
 def check_output_path(path: str | os.PathLike, option: str = "--out") -> Path:
-    """The path, or a ValueError saying why a file cannot be written there (folder missing, a
-    parent is a file, the path is a folder)."""
+    """The path, or a ValueError saying why a file cannot be written there (folder missing or
+    not writable, a parent is a file, the path is a folder)."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{option} {str(path)!r} is a folder; give a file name")
@@ -248,12 +251,37 @@ def check_output_path(path: str | os.PathLike, option: str = "--out") -> Path:
             break
     if not parent.is_dir():
         raise ValueError(f"{option} {str(path)!r}: folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {str(path)!r}: folder {str(parent)!r} is not writable")
+    return path
+
+
+def check_mesh_output(path: str | os.PathLike, option: str = "-o") -> Path:
+    """The path of a mesh to be written, checked before any work: a supported extension and a
+    writable folder (check_output_path); MeshError (a ValueError) saying what is wrong."""
+    try:
+        path = check_output_path(path, option)
+    except ValueError as exc:
+        raise MeshError(str(exc)) from None
+    ext = path.suffix.lower()
+    if ext not in SUPPORTED_FORMATS:
+        raise MeshError(f"{option} {str(path)!r}: unknown mesh format "
+                        f"{ext or '(no extension)'!r}; supported: "
+                        f"{', '.join(sorted(SUPPORTED_FORMATS))}")
     return path
 
 
 def _is_hidden(path: Path) -> bool:
     # "._x.obj" are macOS resource forks: binary junk named like a mesh.
     return path.name.startswith(".")
+
+
+def mesh_names(paths: list[Path]) -> list[str]:
+    """The name each mesh file goes by in records and reports: its stem, or its file name where
+    files of the list share a stem (`shape.off` and `shape.ply`), so that no two are alike."""
+    stems = [Path(p).stem for p in paths]
+    count = Counter(stems)
+    return [Path(p).name if count[stem] > 1 else stem for p, stem in zip(paths, stems)]
 
 
 def find_mesh_files(folder: str | os.PathLike) -> list[Path]:

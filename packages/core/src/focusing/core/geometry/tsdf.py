@@ -8,14 +8,13 @@ clamped to [-t, t]. Depth maps come from any renderer or from geometry.raycast (
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from focusing.core.geometry.camera import Camera
 
-__all__ = ["view_tsdf", "fuse_view_tsdf", "surface_tsdf"]
+__all__ = ["fuse_view_tsdf", "surface_tsdf", "view_tsdf"]
 
 
 def view_tsdf(
@@ -38,17 +37,30 @@ def view_tsdf(
         )
     if not truncation > 0:
         raise ValueError(f"view_tsdf: truncation must be positive, got {truncation}")
-    t = float(truncation)
+    pixel, d, valid = _project(points, camera)
+    return _read_view(depth_map, pixel, d, valid, float(truncation)).to(points.dtype), valid
+
+
+def _project(
+    points: torch.Tensor, camera: Camera
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat pixel index [N] long (row * W + column), view depth [N] float64 and valid [N] bool
+    of world points [N,3]; one projection serves every depth map of the same camera."""
     pix, d = camera.project(points.to(torch.float64))
     u, v = pix[:, 0], pix[:, 1]
     valid = (d > 0) & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
     valid &= torch.isfinite(u) & torch.isfinite(v)
     col = u.floor().clamp(0, camera.width - 1).nan_to_num(0).long()
     row = v.floor().clamp(0, camera.height - 1).nan_to_num(0).long()
-    big = depth_map.to(torch.float64)[row, col]
+    return row * camera.width + col, d, valid
+
+
+def _read_view(depth_map: torch.Tensor, pixel: torch.Tensor, d: torch.Tensor,
+               valid: torch.Tensor, t: float) -> torch.Tensor:
+    """view_tsdf's values [N] float64 from a depth map [H,W] at projected pixels [N] (_project)."""
+    big = depth_map.to(torch.float64).reshape(-1)[pixel]
     values = torch.where(big > 0, (big - d).clamp(-t, t), torch.full_like(d, t))
-    values = torch.where(valid, values, torch.zeros_like(values))
-    return values.to(points.dtype), valid
+    return torch.where(valid, values, torch.zeros_like(values))
 
 
 def fuse_view_tsdf(
@@ -85,19 +97,48 @@ def fuse_view_tsdf(
     points = torch.as_tensor(points)
     if not points.is_floating_point():
         points = points.to(torch.float64)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"fuse_view_tsdf: points must be [N,3], got {list(points.shape)}")
     t = float(truncation)
+    if not t > 0:
+        raise ValueError(f"fuse_view_tsdf: truncation must be positive, got {truncation}")
+    views = []
+    for cam, dm in zip(cameras, depth_maps):
+        dm = torch.as_tensor(dm)
+        if dm.shape != (cam.height, cam.width):
+            raise ValueError(
+                f"fuse_view_tsdf: depth map is {list(dm.shape)} but the camera renders "
+                f"{cam.height}x{cam.width}"
+            )
+        dm = dm.to(torch.float64)
+        views.append((cam, dm, _nearest_depth(dm, free_erosion)))
+    out = torch.empty(points.shape[0], dtype=torch.float64)
+    for a in range(0, points.shape[0], _CHUNK):
+        out[a : a + _CHUNK] = _fuse_chunk(points[a : a + _CHUNK], views, t)
+    return out.to(points.dtype)
+
+
+# Points per fusion step. Why chunks: over whole arrays every step of the fusion streams
+# tens of MB through memory; on fandisk's 2.16M output-256 corners, 8 views, one core, the
+# whole-array fusion took 2.1 s of CPU, in chunks of 2^16 points 1.1 s (bit-identical values;
+# before, with two projections per view, 3.7 s).
+_CHUNK = 1 << 16
+
+
+def _fuse_chunk(points: torch.Tensor, views: list, t: float) -> torch.Tensor:
+    """fuse_view_tsdf's values [n] float64 for points [n,3] and views [(camera, depth, eroded)]."""
     n = points.shape[0]
     free = torch.zeros(n, dtype=torch.bool)
     seen = torch.zeros(n, dtype=torch.bool)
     weak_free = torch.zeros(n, dtype=torch.bool)
     total = torch.zeros(n, dtype=torch.float64)
     count = torch.zeros(n, dtype=torch.float64)
-    for cam, dm in zip(cameras, depth_maps):
-        val, ok = view_tsdf(points, cam, dm, t)
-        val = val.to(torch.float64)
+    for cam, dm, near in views:
+        # One projection per view serves both reads (two view_tsdf calls projected twice).
+        pixel, d, ok = _project(points, cam)
+        val = _read_view(dm, pixel, d, ok, t).to(points.dtype).to(torch.float64)
         seen |= ok
-        near = _nearest_depth(torch.as_tensor(dm).to(torch.float64), free_erosion)
-        fval, _ = view_tsdf(points, cam, near, t)
+        fval = _read_view(near, pixel, d, ok, t).to(points.dtype)
         free |= ok & (fval >= t)
         weak_free |= ok & (val >= t)
         band = ok & (val > -t) & (val < t)
@@ -105,8 +146,7 @@ def fuse_view_tsdf(
         count += band.to(torch.float64)
     out = torch.where(count > 0, total / count.clamp(min=1.0), torch.full_like(total, -t))
     out = torch.where((count == 0) & weak_free, torch.full_like(out, t), out)
-    out = torch.where(free | ~seen, torch.full_like(out, t), out)
-    return out.to(points.dtype)
+    return torch.where(free | ~seen, torch.full_like(out, t), out)
 
 
 def _nearest_depth(depth: torch.Tensor, radius: int) -> torch.Tensor:
@@ -141,8 +181,12 @@ def surface_tsdf(
     within sign_band of the surface, where pixel quantisation can flip the fused sign, it is
     the sign of the nearest face's angle-weighted pseudonormal. Meshing this target gives
     F 0.952 (8 views at 96^2) and 0.963 (8 at 128^2). No watertight conversion anywhere.
-    Only points whose nearest dense surface sample lies within t + 2 sample gaps get the exact
-    distance query; the rest are at least t away and take +-t.
+    Every point follows this rule with the exact distance (libigl's AABB tree, geometry.distance),
+    clamped to t: the query is bounded at t, and only points within t or where the views are not
+    decisive are signed. (A cKDTree of dense surface samples used to pick the points near enough
+    to need the query: on fandisk at output 256 that pre-filter alone cost 11 s on one core,
+    where the bounded exact query of all 2.16M corners takes 0.95 s; surface_tsdf there went
+    from about 40 s to 2.5 s, the values equal wherever the old search found the nearest face.)
 
     Sheets: a shape with no inside at all (a thin open sheet such as the example blade: 0 of
     its 54,825 corners negative) has no zero crossing in a signed target, so a render-free
@@ -150,27 +194,27 @@ def surface_tsdf(
     With sheet_half_width > 0 such a shape's target becomes the shell |d| - sheet_half_width,
     whose two zero sets lie that far either side of the sheet (half an output voxel: blade
     then reached 0.99). Shapes with any inside are left as they are."""
-    from scipy.spatial import cKDTree
-
-    from focusing.core.geometry.sampling import sample_surface
-    from focusing.core.geometry.distance import mesh_signed_distance
+    from focusing.core.geometry.distance import mesh_signed_distance, nearest_faces
 
     points = torch.as_tensor(points, dtype=torch.float64)
     t = float(truncation)
     fused = fuse_view_tsdf(points, cameras, depth_maps, t)
-    out = torch.where(fused >= 0, torch.full_like(fused, t), torch.full_like(fused, -t))
-    area = float(mesh.face_areas.sum())
-    n_samples = int(min(2_000_000, max(100_000, 4.0e5 * area)))
-    samples, _ = sample_surface(mesh, n_samples, seed=0)
-    gap = 2.0 * np.sqrt(area / n_samples)
-    near_sample, _ = cKDTree(samples).query(points.numpy(), k=1, workers=-1)
-    near = torch.as_tensor(near_sample < t + 2.0 * gap)
-    if near.any():
-        sd = torch.as_tensor(mesh_signed_distance(mesh, points[near].numpy()))
-        f = fused[near]
-        sign = torch.where(f.abs() >= sign_band, f.sign(), sd.sign())
-        sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-        out[near] = sign * sd.abs().clamp(max=t)
+    p = points.numpy()
+    face, dist = nearest_faces(mesh, p, max_distance=t)
+    # Only points within t, or where the views are not decisive, need the signed distance;
+    # the rest are +-t by the fused sign (on fandisk at output 256, 73% of the corners).
+    loose = (fused.abs() < sign_band).numpy()
+    far = loose & (face < 0)  # beyond t, so the bounded query gave no face: ask again
+    if far.any():
+        face[far], dist[far] = nearest_faces(mesh, p[far])
+    need = (dist < t) | loose
+    sd = torch.full_like(fused, t)
+    if need.any():
+        sd[torch.from_numpy(need)] = torch.from_numpy(
+            mesh_signed_distance(mesh, p[need], faces=face[need]))
+    sign = torch.where(fused.abs() >= sign_band, fused.sign(), sd.sign())
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    out = sign * sd.abs().clamp(max=t)
     if sheet_half_width > 0 and not bool((out < 0).any()):
         out = (out.abs() - sheet_half_width).clamp(-t, t)
     return out

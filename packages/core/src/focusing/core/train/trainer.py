@@ -22,15 +22,20 @@ from focusing.core.engine import (
     Engine, StepOutput, StepResult, TrainStep, check_run_folder, prepare, set_reproducibility,
 )
 from focusing.core.engine.distributed import DistInfo
+from focusing.core.engine.lock import writes_here
 from focusing.core.engine.profile import phase
+from focusing.core.engine.runfolder import claim_run_folder
 from focusing.core.geometry.camera import Camera
+from focusing.core.io import resolve_dotdot
 from focusing.core.plugins import get_registry
+from focusing.core.selection import run_selectors
 from focusing.core.sparse.hashing import CoordIndex
 from focusing.core.sparse.tensor import SparseTensor
 from focusing.core.sparseflex.field import sparseflex_from_features
 from focusing.core.sparseflex.flexicubes import extract_mesh
 from focusing.core.train import losses
 from focusing.core.train.data import ShapeDataset, ShapeRecord, shape_order
+from focusing.core.train.memory import check_run_memory
 from focusing.core.vae.model import ShapeVAE
 from focusing.core.vae.pointnet import holding_voxels
 
@@ -262,13 +267,8 @@ class VAEStep(TrainStep):
     def _select(self, selectors, x: SparseTensor, camera: Camera, gt, record: ShapeRecord,
                 rng: np.random.Generator):
         """Chain selectors: each keeps a subset of x; a new camera re-renders the ground truth."""
-        for sel in selectors:
-            s = sel.select(x, camera, gt, rng)
-            x = x.index_select(s.index)
-            if s.camera_changed:
-                camera = s.camera
-                gt = self._render(record, camera)
-        return x, camera, gt
+        chain = run_selectors(selectors, x, camera, gt, rng, lambda c: self._render(record, c))
+        return chain.voxels, chain.camera, chain.ground_truth
 
     def shape_loss(self, record: ShapeRecord, step: int, slot: int) -> tuple[torch.Tensor, ShapeResult]:
         """Loss of one shape at one step (one view), with what was measured on the way."""
@@ -400,11 +400,27 @@ class Trainer:
 
     def __init__(self, config: dict | Setup, data_dir: Path, run_dir: Path, resume: bool = False,
                  progress: bool = True, dist_info: DistInfo | None = None,
-                 allow_changes: bool = False, eval_dir: Path | None = None):
+                 allow_changes: bool = False, eval_dir: Path | None = None,
+                 allow_nonempty_out: bool = False):
         self.setup = Setup.from_dict(config)
-        self.run_dir = Path(run_dir)
+        check_run_memory(self.setup, data_dir, eval_dir)  # a run that cannot fit: refused now
+        # the run folder is locked and checked before the (slow) data preparation; rank 0 writes
+        main = dist_info.is_main if dist_info is not None else writes_here()
+        self.lock = (claim_run_folder(run_dir, resume, allow_nonempty_out) if main else None)
+        self.run_dir = self.lock.folder if self.lock is not None else resolve_dotdot(run_dir)
+        try:
+            self._open(data_dir, resume, progress, dist_info, allow_changes, eval_dir)
+        except BaseException:
+            if getattr(self, "engine", None) is not None:
+                self.engine.close()
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+            raise
+
+    def _open(self, data_dir, resume, progress, dist_info, allow_changes, eval_dir) -> None:
+        """Check the (locked) run folder, prepare the data, build the step and the engine."""
         as_dict = self.setup.to_dict()
-        # the run folder is checked before the (slow) data preparation
         check_run_folder(self.run_dir, as_dict, resume, allow_changes, VAE_SHAPE_KEYS,
                          normalise_stored)
         self.dist = dist_info or prepare(self.setup.train)
@@ -457,6 +473,13 @@ class Trainer:
         """Train until `steps` total steps (default: train.steps); checkpoints and logs as configured."""
         return self.engine.fit(steps)
 
+    def finished(self) -> bool:
+        """Whether the run has reached train.steps (or spent train.minutes): nothing to train."""
+        return self.engine.step >= self.setup.train.steps or self.engine.out_of_time()
+
     def close(self) -> None:
-        """Close the TensorBoard writer."""
+        """Close the TensorBoard writer and let the run folder's lock go."""
         self.engine.close()
+        lock, self.lock = self.lock, None
+        if lock is not None:
+            lock.release()

@@ -99,9 +99,18 @@ class ShapeVAE(nn.Module):
 
     def encode(self, points: torch.Tensor, normals: torch.Tensor, voxels: SparseTensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Oriented points [P,3]x2 and active voxels at R -> latent mean, logvar [N, latent_channels]."""
-        if voxels.resolution != self.latent_resolution:
-            raise ValueError(f"voxels at {voxels.resolution}, model expects {self.latent_resolution}")
+        """Oriented points [P,3]x2 and active voxels at R -> latent mean, logvar [N, latent_channels].
+
+        R is normally the trained latent_resolution. A finer R (a power-of-two multiple) also
+        works, because every part of the model is local and measured in voxels: the PointNet
+        sees points relative to their voxel in voxel units, attention runs in windows of voxels
+        and the SDF head is scaled by the output voxel of the grid it decodes (paper sec. 4.2:
+        a 1024 model reconstructs at 1536). `reconstruct --resolution` uses that."""
+        ratio = voxels.resolution / self.latent_resolution
+        if ratio < 1 or ratio != int(ratio) or int(ratio) & (int(ratio) - 1):
+            raise ValueError(f"voxels at {voxels.resolution}: the model was trained at "
+                             f"{self.latent_resolution}; encode at that resolution or a "
+                             f"power-of-two multiple of it")
         h = self.enc_in(self.pointnet(points, normals, voxels))
         h = self.encoder(voxels.replace(h)).feats
         mean, logvar = self.to_latent(h).chunk(2, dim=-1)
@@ -125,11 +134,13 @@ class ShapeVAE(nn.Module):
             if step.logits is not None and step.target is not None:
                 out.occupancy_logits.append(step.logits)
                 out.occupancy_targets.append(step.target)
-        out.features = x.replace(self.sdf_activation(self.head(x.feats)))
+        out.features = x.replace(self.sdf_activation(self.head(x.feats), 1.0 / x.resolution))
         return out
 
-    def sdf_activation(self, raw: torch.Tensor) -> torch.Tensor:
-        """Head output [M,53] -> SparseFlex features: SDF channels in output voxels, bounded.
+    def sdf_activation(self, raw: torch.Tensor, output_voxel: float | None = None
+                       ) -> torch.Tensor:
+        """Head output [M,53] -> SparseFlex features: SDF channels in output voxels, bounded;
+        output_voxel: the decoded grid's voxel size (default: the trained one, self.output_voxel).
 
         sdf = v * B * tanh(raw / B + atanh(I / B)), v the output voxel, B = SDF_BOUND_VOXELS,
         I = SDF_INIT_VOXELS: slope one voxel per unit of raw near the surface, |sdf| < B voxels,
@@ -137,5 +148,6 @@ class ShapeVAE(nn.Module):
         identity head with weights x0.1 started with 40% negative corners and a median |sdf|
         of 1.5 voxels, a cloud of random sign changes that the render losses could not untangle."""
         sdf = raw[:, SDF_CHANNELS] / SDF_BOUND_VOXELS + math.atanh(SDF_INIT_VOXELS / SDF_BOUND_VOXELS)
-        sdf = self.output_voxel * SDF_BOUND_VOXELS * torch.tanh(sdf)
+        voxel = self.output_voxel if output_voxel is None else output_voxel
+        sdf = voxel * SDF_BOUND_VOXELS * torch.tanh(sdf)
         return torch.cat([sdf, raw[:, SDF_CHANNELS.stop:]], 1)

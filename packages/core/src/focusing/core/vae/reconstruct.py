@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from focusing.core.config import Setup, setup_from_run
+from focusing.core.config import ConfigError, Setup, setup_from_run
 from focusing.core.engine.checkpoint import load_weights
 from focusing.core.engine.runfolder import read_run_config
-from focusing.core.geometry.mesh import Mesh, load_mesh, normalize_mesh, save_mesh
+from focusing.core.geometry.mesh import (
+    Mesh, check_mesh_output, load_mesh, normalize_mesh, save_mesh,
+)
 from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 from focusing.core.sparse.hashing import CoordIndex
@@ -70,14 +72,20 @@ def decode_in_chunks(model: ShapeVAE, z: SparseTensor, chunk_voxels: int, halo: 
 
 @torch.no_grad()
 def reconstruct_mesh(model: ShapeVAE, setup: Setup | dict, mesh: Mesh, chunk_voxels: int = 0,
-                     threshold: float | None = None) -> Mesh:
+                     threshold: float | None = None, latent_resolution: int | None = None
+                     ) -> Mesh:
     """Reconstruct a normalised mesh with the VAE; returns the mesh in the same (unit-box) frame.
 
+    latent_resolution: encode and decode on this latent grid (output 4x that) instead of the
+    trained one; a power-of-two multiple of it (see ShapeVAE.encode). The surface samples grow
+    with the square of the ratio, so each voxel holds as many points as in training.
     See decode_in_chunks for what chunking changes (nothing with a one-block decoder)."""
     setup = Setup.from_dict(setup)
-    r = setup.model.latent_resolution
+    trained = setup.model.latent_resolution
+    r = trained if latent_resolution is None else int(latent_resolution)
     thr = setup.inference.occupancy_threshold if threshold is None else float(threshold)
-    points, normals = sample_surface(mesh, setup.model.points_per_shape, seed=0)
+    n_points = setup.model.points_per_shape * (r // trained) ** 2
+    points, normals = sample_surface(mesh, n_points, seed=0)
     active = dilate_voxels(surface_voxels(mesh, r), r)
     voxels = SparseTensor(torch.cat([active.new_zeros(len(active), 1), active], 1),
                           torch.zeros(len(active), 0), r)
@@ -90,18 +98,36 @@ def reconstruct_mesh(model: ShapeVAE, setup: Setup | dict, mesh: Mesh, chunk_vox
     return Mesh(result.vertices.double().numpy(), result.faces.numpy(), None)
 
 
+def output_to_latent_resolution(setup: Setup, output_resolution: int | None) -> int | None:
+    """The latent grid of an output resolution (4x), checked against the trained one; None
+    stays None (the trained grid). ConfigError naming what is accepted."""
+    if output_resolution is None:
+        return None
+    trained = 4 * setup.model.latent_resolution
+    ratio = output_resolution / trained
+    if output_resolution % 4 or ratio < 1 or ratio != int(ratio) or int(ratio) & (int(ratio) - 1):
+        raise ConfigError(f"--resolution {output_resolution}: the run was trained at output "
+                         f"{trained}; give {trained} or a power-of-two multiple of it "
+                         f"({', '.join(str(trained * 2 ** k) for k in range(1, 4))}, ...)")
+    return output_resolution // 4
+
+
 def reconstruct_file(run_dir: Path, mesh_path: Path, out_path: Path, chunk_voxels: int | None = None,
-                     step: int | None = None, threshold: float | None = None) -> dict:
+                     step: int | None = None, threshold: float | None = None,
+                     resolution: int | None = None) -> dict:
     """`focusing reconstruct`: reconstruct a mesh file and save it in the input's frame; the
     occupancy threshold defaults to the run's calibrated one (calibration.json), else the
-    setup's inference.occupancy_threshold."""
+    setup's inference.occupancy_threshold; resolution: the output grid (default the trained
+    one; a power-of-two multiple of it decodes finer than training)."""
+    check_mesh_output(out_path, "-o")  # a bad -o is said before any work
     model, setup = load_model(run_dir, step)
+    latent = output_to_latent_resolution(setup, resolution)
     raw = load_mesh(mesh_path, normalize=False)
     mesh, center, scale = normalize_mesh(raw)
     chunk = setup.inference.chunk_voxels if chunk_voxels is None else int(chunk_voxels)
     if threshold is None:
         threshold = load_calibrated_threshold(run_dir)
-    rec = reconstruct_mesh(model, setup, mesh, chunk, threshold)
+    rec = reconstruct_mesh(model, setup, mesh, chunk, threshold, latent)
     if len(rec.faces) == 0:
         used = setup.inference.occupancy_threshold if threshold is None else threshold
         raise RuntimeError(

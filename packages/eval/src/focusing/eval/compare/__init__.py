@@ -1,0 +1,37 @@
+"""`focusing compare`: train several setups under one budget, each in its own process, at one
+or more seeds, then reconstruct and evaluate every mesh and write a report (focusing.eval.report).
+
+One concern per module, so that each can change without reading the others:
+- spec.py: the `NAME[:key=value...]` setup specs and CompareError;
+- budget.py: budget files (steps, minutes, sizes, evaluation);
+- plan.py: the job list (seeds, folders, the shared warm-up each seed forks);
+- runner.py: the child process that trains one job and how its memory is measured;
+- pipeline.py: the comparison itself (train, reconstruct, evaluate, report).
+`python -m focusing.eval.compare --child JOB.json` runs one job (__main__.py).
+"""
+
+from focusing.eval.compare.budget import (
+    BUDGET_DIR, BUDGET_KEYS, SCALING_KEYS, Budget, budget_path, flatten_overrides, load_budget,
+)
+from focusing.eval.compare.pipeline import (
+    Trained, TrainedRun, compare, evaluate_runs, log, merge_warmup_history, minutes_after_warmup,
+    own_time, prepare_out, train_jobs,
+)
+from focusing.eval.compare.plan import (
+    WARMUP_DIR, WARMUP_FREE_KEYS, TrainJob, fork_from_warmup, plan_jobs, seed_folder,
+    seed_values, shared_warmup_steps,
+)
+from focusing.eval.compare.runner import ChildResult, child_main, launch_child, run_child_job
+from focusing.eval.compare.spec import (
+    SHORTHANDS, CompareError, SetupSpec, parse_spec, parse_specs, split_specs,
+)
+
+__all__ = [
+    "BUDGET_DIR", "BUDGET_KEYS", "SCALING_KEYS", "SHORTHANDS", "WARMUP_DIR", "WARMUP_FREE_KEYS",
+    "Budget", "ChildResult", "CompareError", "SetupSpec", "TrainJob", "Trained", "TrainedRun",
+    "budget_path", "child_main", "compare", "evaluate_runs", "flatten_overrides",
+    "fork_from_warmup", "launch_child", "load_budget", "log", "merge_warmup_history",
+    "minutes_after_warmup", "own_time", "parse_spec", "parse_specs", "plan_jobs", "prepare_out",
+    "run_child_job", "seed_folder", "seed_values", "shared_warmup_steps", "split_specs",
+    "train_jobs",
+]

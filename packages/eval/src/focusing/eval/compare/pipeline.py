@@ -1,0 +1,258 @@
+"""`focusing compare`: train several setups under one budget, each in its own process and at
+each of K seeds, then reconstruct and evaluate every mesh and write a report (focusing.eval.report).
+
+Fairness: every setup gets the budget's `[config]` overrides (same model sizes, resolutions,
+steps, seed), so the data order and the camera seeds are equal (the trainer draws them from
+`train.seed` and the step only). Run-to-run noise is measured, not hoped away: `--seeds K`
+trains every setup K times (plan.py says which seeds and folders) and the report gives each
+figure as mean and spread over the seeds. A budget's `minutes` stops each setup after that
+much optimisation (train.minutes), the shared warm-up included.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from focusing.eval.compare.budget import Budget, load_budget
+from focusing.eval.compare.plan import TrainJob, fork_from_warmup, plan_jobs
+from focusing.eval.compare.runner import ChildResult, launch_child
+from focusing.eval.compare.spec import CompareError, parse_specs
+
+
+def log(msg: str) -> None:
+    """Progress line on stderr (stdout stays clean for --json)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _select_meshes(folder: Path, limit: int, into: Path) -> tuple[Path, list[Path]]:
+    """(training folder, mesh files): the folder itself, or a folder of links to the first N."""
+    from focusing.core.train.data import mesh_files
+
+    files = mesh_files(folder)
+    if limit <= 0 or limit >= len(files):
+        return folder, files
+    files = files[:limit]
+    if into.exists():
+        shutil.rmtree(into)
+    into.mkdir(parents=True)
+    for f in files:
+        (into / f.name).symlink_to(f.resolve())
+    return into, [into / f.name for f in files]
+
+
+def prepare_out(out: Path, jobs: list[TrainJob], overwrite: bool) -> None:
+    """Make the output folder; refuse to mix with an earlier comparison unless overwrite."""
+    out.mkdir(parents=True, exist_ok=True)
+    runs = out / "runs"
+    # this plan's folders, the same runs in the other seed layout, and any earlier seed folder
+    candidates = ({j.run_dir for j in jobs} | {runs / j.run_dir.name for j in jobs}
+                  | set(runs.glob("seed-*")))
+    stale = sorted(p for p in candidates if p.exists())
+    if stale and not overwrite:
+        names = ", ".join(str(p.relative_to(runs)) for p in stale)
+        raise CompareError(f"{out} already holds runs of {names}; pass --overwrite or choose "
+                           f"another --out")
+    for sub in ("runs", "recon", "plots", "jobs", "data"):
+        if overwrite and (out / sub).exists():
+            shutil.rmtree(out / sub)
+    for sub in ("runs", "recon", "plots", "jobs"):
+        (out / sub).mkdir(exist_ok=True)
+
+
+@dataclass
+class TrainedRun:
+    """One setup's training at one seed: the job that ran and how its process ended."""
+
+    job: TrainJob
+    result: ChildResult
+
+
+@dataclass
+class Trained:
+    """Every training of a comparison: per setup label its runs in seed order, and per seed
+    its shared warm-up (empty when the setups each trained their own)."""
+
+    runs: dict[str, list[TrainedRun]] = field(default_factory=dict)
+    warmups: dict[int, ChildResult] = field(default_factory=dict)
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def _train_warmup(job: TrainJob, budget: Budget, data: Path, n_seeds: int) -> ChildResult:
+    seed = f", seed {job.seed}" if n_seeds > 1 else ""
+    log(f"[warm-up{seed}] training the render-free warm-up shared by every setup "
+        f"({job.stop_at} steps, own process)")
+    warm = launch_child(job.child_job(budget, data), job.job_file)
+    if warm.history is None:
+        raise CompareError(f"training the shared warm-up{seed} failed: {warm.error} "
+                           f"(its output is above)")
+    spent = sum(x["seconds"] for x in warm.history["steps"])
+    short = minutes_after_warmup(spent, budget.minutes)
+    if short:
+        log(f"    warning: {short}")
+    return warm
+
+
+def train_jobs(jobs: list[TrainJob], budget: Budget, data: Path) -> Trained:
+    """Run every job of plan_jobs in order, each in its own process; raises on a failure.
+
+    A setup forked from its seed's warm-up gets the warm-up's steps put before its own
+    (merge_warmup_history), so every history runs from step 1."""
+    trained = Trained()
+    own = [j for j in jobs if not j.is_warmup]
+    n_seeds = sum(1 for j in own if j.spec is own[0].spec)
+    for job in jobs:
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        job.job_file.parent.mkdir(parents=True, exist_ok=True)
+        if job.is_warmup:
+            trained.warmups[job.seed] = _train_warmup(job, budget, data, n_seeds)
+            continue
+        fork = job.fork_from is not None
+        warm = trained.warmups[job.warmup_seed] if fork else None
+        extra = own_time(warm.history, budget.own_minutes) if fork else []
+        what = (f"steps {warm.history['steps'][-1]['step'] + 1} to {budget.steps}"
+                + (f" or {budget.own_minutes:g} own min" if extra else "")
+                + ", from the shared warm-up" if fork else f"{budget.steps} steps")
+        seed = f", seed {job.seed}" if n_seeds > 1 else ""
+        log(f"[{own.index(job) + 1}/{len(own)}] training {job.spec.label} ({what}{seed}, "
+            f"own process)")
+        if fork:
+            fork_from_warmup(job.fork_from, job.run_dir)
+        res = launch_child(job.child_job(budget, data, extra), job.job_file)
+        if res.history is None:
+            raise CompareError(f"training {job.spec.label}{seed} failed: {res.error} "
+                               f"(its output is above)")
+        if fork:
+            res.history = merge_warmup_history(warm.history, res.history)
+        steps = res.history["steps"]
+        log(f"    {job.spec.label}: {len(steps)} steps, "
+            f"{_median([x['seconds'] for x in steps]):.2f} s/step (median), training peak "
+            f"{res.history['train_peak_mb']:.0f} MiB above baseline, child max RSS "
+            f"{res.max_rss_mb:.0f} MiB, {res.wall_s:.0f} s in all")
+        trained.runs.setdefault(job.spec.label, []).append(TrainedRun(job, res))
+    return trained
+
+
+def own_time(warm_history: dict, own_minutes: float) -> list[str]:
+    """The override that gives a forked setup `own_minutes` (> 0) of optimisation after the
+    shared warm-up: train.minutes counts the warm-up's seconds too, so they are added; [] when
+    own_minutes is 0. Equal own minutes are equal wall time where the setups differ."""
+    if own_minutes <= 0:
+        return []
+    spent = sum(x["seconds"] for x in warm_history["steps"])
+    return [f"train.minutes={spent / 60.0 + own_minutes!r}"]
+
+
+def minutes_after_warmup(warm_seconds: float, minutes: float) -> str | None:
+    """Why a budget of `minutes` (> 0) per setup leaves its setups too little of their own
+    training after a shared warm-up that took `warm_seconds` of optimisation (the engine counts
+    both against train.minutes); None when a minute or more is left, or without a time budget.
+
+    Raises CompareError when nothing is left: every setup would be the warm-up's model."""
+    if minutes <= 0:
+        return None
+    left = 60.0 * minutes - warm_seconds
+    if left <= 0:
+        raise CompareError(f"the shared warm-up took {warm_seconds / 60:.1f} optimisation "
+                           f"minutes, all of the budget's {minutes:g}: the setups would train "
+                           f"no steps of their own. Raise the budget's minutes or lower "
+                           f"loss.tsdf_steps")
+    if left < 60.0:
+        return (f"the shared warm-up took {warm_seconds / 60:.1f} of the budget's {minutes:g} "
+                f"optimisation minutes: each setup has {left / 60:.1f} min of its own steps, so "
+                f"the comparison says little about them (this machine is slower than the one "
+                f"the budget was sized on?)")
+    return None
+
+
+def merge_warmup_history(warm: dict, own: dict) -> dict:
+    """A setup's whole history: the shared warm-up's steps, then its own. Memory figures stay
+    the setup's own (its process after the fork), the part where setups differ."""
+    merged = dict(own)
+    merged["steps"] = warm["steps"] + own["steps"]
+    merged["prep_s"] = warm["prep_s"] + own["prep_s"]
+    merged["shared_warmup"] = {"steps": len(warm["steps"]), "fit_s": warm["fit_s"],
+                               "train_peak_mb": warm["train_peak_mb"]}
+    return merged
+
+
+def evaluate_runs(runs: dict[str, list[TrainedRun]], meshes: dict[str, tuple[str, Path]],
+                  budget: Budget) -> dict[str, list[dict]]:
+    """Reconstruct and evaluate every mesh with every run: label -> [mesh -> row per seed]."""
+    from tqdm.auto import tqdm
+
+    from focusing.core.metrics import evaluate
+    from focusing.core.vae.reconstruct import reconstruct_file
+
+    rows: dict[str, list[dict]] = {label: [{} for _ in rs] for label, rs in runs.items()}
+    work = [(label, i, r.job, name) for label, rs in runs.items() for i, r in enumerate(rs)
+            for name in meshes]
+    bar = tqdm(work, desc="reconstruct + evaluate", unit="mesh", file=sys.stderr)
+    for label, i, job, name in bar:
+        bar.set_postfix_str(f"{label} {name}" + (f" seed {job.seed}" if len(runs[label]) > 1
+                                                 else ""))
+        split, src = meshes[name]
+        dest = job.recon_dir / f"{name}.ply"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        row = {"split": split, "source": str(src), "reconstruction": None}
+        t0 = time.perf_counter()
+        try:
+            info = reconstruct_file(job.run_dir, src, dest)
+            row["reconstruct_s"] = time.perf_counter() - t0
+            row.update(reconstruction=str(dest), faces=info["faces"], vertices=info["vertices"])
+            t1 = time.perf_counter()
+            metrics = evaluate(dest, src, n_points=budget.eval_points, tau=budget.tau, seed=0)
+            row["evaluate_s"] = time.perf_counter() - t1
+            row.update({k: v for k, v in metrics.items() if k != "convention"})
+        except RuntimeError as exc:  # an empty reconstruction is a result, not a crash
+            row["error"] = str(exc)
+            row["reconstruct_s"] = time.perf_counter() - t0
+        rows[label][i][name] = row
+    bar.close()
+    return rows
+
+
+def compare(data: Path, setups: str, budget_name: str, out: Path, eval_dir: Path | None = None,
+            overwrite: bool = False, command: str = "", seeds: int = 1) -> dict:
+    """The whole comparison at `seeds` seeds; returns the report dict (also out/report.json)."""
+    from focusing.core.geometry.mesh import mesh_names
+    from focusing.core.train.data import mesh_files
+    from focusing.eval import report as report_mod
+
+    t_start = time.perf_counter()
+    budget = load_budget(budget_name)
+    specs = parse_specs(setups, budget.overrides)
+    if not Path(data).is_dir():
+        raise CompareError(f"--data {data} is not a folder")
+    out = Path(out)
+    jobs = plan_jobs(specs, budget, out, seeds)
+    prepare_out(out, jobs, overwrite)
+    train_dir, train_files = _select_meshes(Path(data), budget.meshes, out / "data")
+    # named as the runs' records and quality.jsonl name them: stems, file names where they clash
+    meshes = {name: ("train", f) for name, f in zip(mesh_names(train_files), train_files)}
+    if eval_dir is not None:
+        held_out = mesh_files(Path(eval_dir))
+        for name, f in zip(mesh_names(held_out), held_out):
+            meshes[name if name not in meshes else f"eval-{name}"] = ("eval", f)
+    length = f"{budget.steps} steps" + (f" or {budget.minutes:g} min" if budget.minutes else "")
+    log(f"focusing compare: {len(specs)} setups ({', '.join(s.label for s in specs)}), "
+        f"budget {budget.name} ({length}), {seeds} seed{'s' if seeds > 1 else ''}, "
+        f"{len(train_files)} training meshes"
+        + (f", {sum(1 for v in meshes.values() if v[0] == 'eval')} held-out" if eval_dir else ""))
+    trained = train_jobs(jobs, budget, train_dir)
+    t_train = time.perf_counter() - t_start
+    rows = evaluate_runs(trained.runs, meshes, budget)
+    log("writing the report (plots, normal renders)")
+    rep = report_mod.build_report(specs, budget, trained, rows, meshes, out, command=command,
+                                  timings={"train_s": t_train})
+    rep["timings"]["total_s"] = time.perf_counter() - t_start
+    report_mod.write_report(rep, out)
+    log(f"wrote {out / 'report.md'} and {out / 'report.json'} "
+        f"({rep['timings']['total_s']:.0f} s in all)")
+    return rep

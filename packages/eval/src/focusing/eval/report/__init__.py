@@ -1,0 +1,115 @@
+"""The report of `focusing compare`: report.json (every figure; each figure measured per seed
+as {mean, std, min, max, n}) and report.md (headline under the spread rule, tables and the PNG
+plots it embeds: loss curves, voxel counts, own-step cost bars, normal renders per mesh).
+
+Modules: figures.py (what the runs measured, per run and over seeds), spread.py (aggregation
+and the spread rule), plots.py, markdown.py, files.py (atomic JSON/PNG, machine information).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+from focusing.core.io import write_bytes_atomic
+from focusing.eval.report.figures import (
+    COUNT_KEYS, PHASE_KEYS, QUALITY_KEYS, comparison, first_reached, phase_cost, quality_curve,
+    split_phases, summarize_run, summarize_setup, summarize_warmups,
+)
+from focusing.eval.report.files import _clean, machine_info, save_figure, write_json
+from focusing.eval.report.markdown import _f, _fs, _md_table, headline, render_markdown
+from focusing.eval.report.plots import LOSS_PLOT_KEYS, _plt, draw_plots, normal_image
+from focusing.eval.report.spread import SPREAD_RULE, aggregate, exceeds_spread, verdict
+
+__all__ = [
+    "COUNT_KEYS", "LOSS_PLOT_KEYS", "NOTES", "PHASE_KEYS", "QUALITY_KEYS", "SPREAD_RULE",
+    "_clean", "_f", "_fs", "_md_table", "_plt", "aggregate", "build_report", "comparison",
+    "exceeds_spread", "first_reached", "headline", "machine_info", "normal_image", "phase_cost",
+    "quality_curve", "render_markdown", "save_figure", "split_phases", "summarize_run",
+    "summarize_setup", "summarize_warmups", "verdict", "write_json", "write_report",
+]
+
+
+def _setup_runs(spec, runs: list, rows: list[dict]) -> list[dict]:
+    """summarize_run of each seed's run of one setup, with its seed, folder and F curve."""
+    out = []
+    for tr, seed_rows in zip(runs, rows):
+        res = tr.result
+        run = summarize_run(res.history, res.max_rss_mb, res.wall_s, seed_rows,
+                            spec.config["loss"]["tsdf_steps"])
+        run.update(seed=tr.job.seed, run_dir=str(tr.job.run_dir),
+                   quality_curve=quality_curve(tr.job.run_dir))
+        run["first_reached_s"] = first_reached(run["quality_curve"])
+        out.append(run)
+    return out
+
+
+def build_report(specs, budget, trained, rows: dict, meshes: dict, out: Path,
+                 command: str = "", timings: dict | None = None) -> dict:
+    """Collect every figure into one dict and draw the plots it references (under out/plots).
+
+    trained: compare's Trained (per label, one TrainedRun per seed; per seed, its shared
+    warm-up); rows: label -> [mesh -> evaluation row, one dict per seed]."""
+    setups = {}
+    for s in specs:
+        entry = summarize_setup(_setup_runs(s, trained.runs[s.label], rows.get(s.label, [])))
+        cfg = s.config
+        entry.update(base=s.base, overrides=s.overrides,
+                     resolution={"latent": cfg["model"]["latent_resolution"],
+                                 "output": 4 * cfg["model"]["latent_resolution"]},
+                     selectors={"latent": cfg["selectors"]["latent"],
+                                "output": cfg["selectors"]["output"]},
+                     upsampler=cfg["upsampler"]["name"])
+        setups[s.label] = entry
+    plots = draw_plots(setups, meshes, budget.render_views, budget.render_size, out)
+    cfg0 = specs[0].config
+    return {
+        "command": command,
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "budget": {"name": budget.name, "description": budget.description,
+                   "file": str(budget.source), "steps": budget.steps,
+                   "overrides": budget.overrides, "eval_points": budget.eval_points,
+                   "tau": budget.tau},
+        "model": {k: cfg0[k] for k in ("model", "encoder", "decoder", "pointnet")},
+        "meshes": {name: {"split": split, "file": str(src)}
+                   for name, (split, src) in meshes.items()},
+        "setups": setups,
+        "shared_warmup": summarize_warmups(trained.warmups),
+        "comparison": comparison(setups, specs[0].label),
+        "plots": plots,
+        "timings": dict(timings or {}),
+        "notes": NOTES,
+    }
+
+
+NOTES = [
+    "seeds and spread: with `--seeds K` every setup trains K times (train.seed B..B+K-1); "
+    "every figure measured per seed is given as mean, sample standard deviation and min..max "
+    "over the seeds (report.json: {mean, std, min, max, n}). Spread rule: " + SPREAD_RULE + ".",
+    "own steps: the steps after the warm-up (steps 1..loss.tsdf_steps), where the setups "
+    "differ; cost figures (time per step, peak memory, latents decoded, cubes meshed) are "
+    "given for them, and for the warm-up apart.",
+    "peak memory (own steps): the highest per-step peak of the resident set above the "
+    "process's level before its first step (sampled every 2 ms; CUDA max_memory_allocated on a "
+    "GPU); child max RSS: the whole process's peak (os.wait4), including Python, torch and the "
+    "data.",
+    "shared warm-up: when the setups differ only in what the render-free warm-up never reads "
+    "(selectors, cameras, renderer), compare trains the warm-up once per seed and every setup "
+    "of that seed resumes from it; each setup's history and quality curve include it, its cost "
+    "is reported apart.",
+    "time per step: median wall time of one optimisation step (forward, backward, update).",
+    "final losses: mean over the last 10% of steps. Setups render different views "
+    "(near-surface crops vs zoomed orbit views), so their losses are not directly comparable; "
+    "the metrics are.",
+    "metrics: both meshes in the ground truth's unit box; Chamfer L2 = sum of the two mean "
+    "squared nearest-neighbour distances; F-score at tau; floor = ground truth against an "
+    "independent resample of itself (the best any reconstruction can score at this sample "
+    "count).",
+]
+
+
+def write_report(rep: dict, out: Path) -> None:
+    """Write report.json then report.md (both atomically)."""
+    write_json(out / "report.json", rep)
+    write_bytes_atomic(out / "report.md", render_markdown(rep).encode(), make_parents=True)
