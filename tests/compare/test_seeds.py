@@ -9,12 +9,13 @@ import shutil
 
 import pytest
 from test_compare import TINY_BUDGET
+from test_compare import _tiny_budget as _budget
 from typer.testing import CliRunner
 
 from focusing.core import cli
 from focusing.core.config import resolve_setup
 from focusing.eval.compare import (
-    CompareError, load_budget, parse_specs, plan_jobs, prepare_out,
+    CompareError, parse_specs, plan_jobs, prepare_out,
 )
 from focusing.eval.report import (
     aggregate, comparison, exceeds_spread, headline, summarize_run, summarize_setup,
@@ -156,12 +157,6 @@ def test_lower_is_better_figures_and_a_better_reference():
 
 
 # ------------------------------------------------------------------------------ the job list
-def _budget(tmp_path, extra: str = ""):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_BUDGET + extra)
-    return load_budget(str(path))
-
-
 def test_each_seed_gets_its_own_warmup_and_its_setups_share_it(tmp_path):
     budget = _budget(tmp_path)
     specs = parse_specs("triposf,focusing", budget.overrides)
