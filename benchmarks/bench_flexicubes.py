@@ -33,7 +33,8 @@ import torch
 
 from focusing.core.geometry.mesh import load_mesh
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
-from focusing.core.sparseflex.field import features_from_field, field_from_mesh, sparseflex_from_features
+from focusing.core.sparseflex.field import (features_from_field, field_from_mesh,
+                                            sparseflex_from_features)
 from focusing.core.sparseflex.flexicubes import extract_mesh
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,24 +114,29 @@ def main() -> None:
             t = time.perf_counter()
             field = shell_field(name, r)
             build[name, r] = time.perf_counter() - t
-            print(f"field {name} {r}^3: {field.num_voxels} cubes, built in {build[name, r]:.1f} s", flush=True)
+            print(f"field {name} {r}^3: {field.num_voxels} cubes, built in {build[name, r]:.1f} s",
+                  flush=True)
     lines = [
         "# Sparse FlexiCubes benchmark (extraction on real meshes' surface shells)",
         "",
         f"- date: {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}",
-        f"- machine: {platform.machine()}, {platform.platform()}, {torch.get_num_threads()} default torch "
-        f"threads, torch {torch.__version__}; a shared CPU box with other jobs running, so absolute times drift",
-        f"- command: `.venv/bin/python benchmarks/bench_flexicubes.py --repeats {args.repeats} --threads {args.threads}`",
-        "- field: exact surface voxels of the normalised mesh dilated once; corner SDF = signed distance to the "
-        "mesh (`field_from_mesh`); median of the repeats after one warm-up",
-        "- cases: `inference` = extract_mesh(training=False) (2 tris/quad); `training` = extract_mesh(training=True) "
-        "(4 tris/quad); `fwd+bwd` = features [N,53] -> field (corner hashing) -> extraction (training) -> backward",
+        f"- machine: {platform.machine()}, {platform.platform()}, {torch.get_num_threads()} "
+        f"default torch threads, torch {torch.__version__}; a shared CPU box with other jobs "
+        "running, so absolute times drift",
+        "- command: `.venv/bin/python benchmarks/bench_flexicubes.py "
+        f"--repeats {args.repeats} --threads {args.threads}`",
+        "- field: exact surface voxels of the normalised mesh dilated once; corner SDF = signed "
+        "distance to the mesh (`field_from_mesh`); median of the repeats after one warm-up",
+        "- cases: `inference` = extract_mesh(training=False) (2 tris/quad); "
+        "`training` = extract_mesh(training=True) (4 tris/quad); `fwd+bwd` = features [N,53] -> "
+        "field (corner hashing) -> extraction (training) -> backward",
         "",
     ]
     for nt in threads:
         torch.set_num_threads(nt)
         lines += [f"## {nt} torch thread{'s' if nt > 1 else ''}", "",
-                  "| mesh | grid | cubes | faces (inference) | case | ms | cubes/s |", "|---|---|---:|---:|---|---:|---:|"]
+                  "| mesh | grid | cubes | faces (inference) | case | ms | cubes/s |",
+                  "|---|---|---:|---:|---|---:|---:|"]
         for name in MESHES:
             for r in RESOLUTIONS:
                 field = shell_field(name, r)
@@ -138,10 +144,12 @@ def main() -> None:
                 for case in CASES:
                     ms = _median_ms(case_fn(name, r, case), args.repeats)
                     rate = field.num_voxels / (ms / 1000.0)
-                    lines.append(f"| {name} | {r}^3 | {field.num_voxels} | {nf} | {case} | {ms:.1f} | {rate / 1e6:.2f} M |")
+                    lines.append(f"| {name} | {r}^3 | {field.num_voxels} | {nf} | {case} | "
+                                 f"{ms:.1f} | {rate / 1e6:.2f} M |")
                     print(lines[-1], flush=True)
         lines.append("")
-    lines += ["Field construction (not timed above; `field_from_mesh`, exact SDF; 256^3 with `refine=False`):", "",
+    lines += ["Field construction (not timed above; `field_from_mesh`, exact SDF; 256^3 with "
+              "`refine=False`):", "",
               "| mesh | grid | seconds |", "|---|---|---:|"]
     lines += [f"| {n} | {r}^3 | {s:.1f} |" for (n, r), s in build.items()]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,8 @@ def armadillo():
 
 @pytest.mark.parametrize("resolution", [256, 512, 1024])
 def test_surface_voxels(benchmark, armadillo, resolution):
-    coords = benchmark.pedantic(surface_voxels, args=(armadillo, resolution), rounds=1, iterations=1)
+    coords = benchmark.pedantic(surface_voxels, args=(armadillo, resolution), rounds=1,
+                                iterations=1)
     benchmark.extra_info["voxels"] = int(len(coords))
     assert len(coords) > 0
 

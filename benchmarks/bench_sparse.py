@@ -47,7 +47,8 @@ def test_subm_conv_fwd_bwd(benchmark, maps, mesh, resolution, backend, channels)
     n = coords.shape[0]
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(n, channels, generator=g).requires_grad_()
-    weight = (torch.randn(27, channels, channels, generator=g) / (27 * channels) ** 0.5).requires_grad_()
+    weight = (torch.randn(27, channels, channels, generator=g)
+              / (27 * channels) ** 0.5).requires_grad_()
     be = get_registry("sparse_backend").get(backend)()
     shared = SparseTensor(coords, feats, resolution)
 
@@ -56,7 +57,8 @@ def test_subm_conv_fwd_bwd(benchmark, maps, mesh, resolution, backend, channels)
         out = be.submanifold_conv(x, weight)
         out.feats.sum().backward()
 
-    benchmark.extra_info.update(voxels=n, channels=channels, backend=backend, mesh=mesh, R=resolution, maps=maps)
+    benchmark.extra_info.update(voxels=n, channels=channels, backend=backend, mesh=mesh,
+                                R=resolution, maps=maps)
     benchmark.group = f"subm {maps} {mesh} R={resolution} C={channels}"
     benchmark.pedantic(step, rounds=_rounds(n), iterations=1, warmup_rounds=1)
 
@@ -73,6 +75,7 @@ def test_window_attention_fwd_bwd(benchmark, mesh, resolution):
     def step():
         attn(x).feats.sum().backward()
 
-    benchmark.extra_info.update(voxels=n, channels=64, backend="torch", mesh=mesh, R=resolution, maps="cached")
+    benchmark.extra_info.update(voxels=n, channels=64, backend="torch", mesh=mesh, R=resolution,
+                                maps="cached")
     benchmark.group = f"attention {mesh} R={resolution}"
     benchmark.pedantic(step, rounds=_rounds(n), iterations=1, warmup_rounds=1)

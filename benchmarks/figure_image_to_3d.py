@@ -23,7 +23,8 @@ def _image(mesh, camera) -> np.ndarray:
     """[H,W,3] normal render on white of a unit-box mesh (the views' renderer and shading)."""
     from focusing.flow.views import render_rgba
 
-    rgba = render_rgba(torch.as_tensor(mesh.vertices).float(), torch.as_tensor(mesh.faces).long(), camera)
+    rgba = render_rgba(torch.as_tensor(mesh.vertices).float(), torch.as_tensor(mesh.faces).long(),
+                       camera)
     rgb, alpha = rgba[:3].permute(1, 2, 0).numpy(), rgba[3].numpy()[..., None]
     return (rgb + (1.0 - alpha)).clip(0.0, 1.0)  # RGB is premultiplied: composite on white
 
@@ -33,8 +34,10 @@ def main() -> None:
     ap.add_argument("--structure", type=Path, required=True)
     ap.add_argument("--latent", type=Path, required=True)
     ap.add_argument("--data", type=Path, default=ROOT / "examples" / "meshes")
-    ap.add_argument("--mesh", action="append", default=None, help="mesh stem in --data (repeatable)")
-    ap.add_argument("--view", type=int, default=None, help="view index (default: the first held-out view)")
+    ap.add_argument("--mesh", action="append", default=None,
+                    help="mesh stem in --data (repeatable)")
+    ap.add_argument("--view", type=int, default=None,
+                    help="view index (default: the first held-out view)")
     ap.add_argument("--cfg", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=256, help="pixels of each panel")
@@ -64,8 +67,8 @@ def main() -> None:
         if path is None:
             raise SystemExit(f"no mesh named {name!r} in {args.data}")
         source = load_mesh(path)
-        generated = pipe.generate(pipe.render_view(path, view), cfg_structure=args.cfg, cfg_latent=args.cfg,
-                                  seed=args.seed)
+        generated = pipe.generate(pipe.render_view(path, view), cfg_structure=args.cfg,
+                                  cfg_latent=args.cfg, seed=args.seed)
         recon = reconstruct_mesh(pipe.vae, pipe.vae_cfg, source, threshold=pipe.threshold)
         panels = [(f"{name}, held-out view {view}", source, None),
                   (f"generated (CFG {args.cfg:g}, {generated.seconds:.1f} s)", generated.mesh,

@@ -41,25 +41,29 @@ def main() -> None:
     dataset = ShapeDataset(args.data, pipe.vae_cfg, progress=False)
     r = pipe.latent.resolution
     held_out = held_out_views(pipe.structure_cfg)
-    print(f"{'mesh':<22}{'SVAE IoU':>9}{'flow IoU':>9}{'F@.01 true structure':>22}{'VAE F@.01':>10}")
+    print(f"{'mesh':<22}{'SVAE IoU':>9}{'flow IoU':>9}{'F@.01 true structure':>22}"
+          f"{'VAE F@.01':>10}")
     rows = []
     with torch.no_grad():
         for path, rec in zip(dataset.files, dataset.records):
             gt = Mesh(rec.vertices.double().numpy(), rec.faces.numpy(), None)
             truth = occupancy_grid(rec.active[r], r)
             mean, _ = pipe.structure.svae.encode(truth[None])
-            svae_iou = iou(occupancy_grid(occupied_coords(pipe.structure.svae.decode(mean)), r), truth)
+            svae_iou = iou(occupancy_grid(occupied_coords(pipe.structure.svae.decode(mean)), r),
+                           truth)
             flow_iou, f_true = [], []
             for k in held_out:
                 rgba = pipe.render_view(path, k)
                 sampled = pipe.sample_structure(rgba, args.steps, args.cfg, 0)
                 flow_iou.append(iou(occupancy_grid(sampled, r), truth))
-                mesh = pipe.decode(pipe.sample_latents(rgba, rec.active[r].long(), args.steps, args.cfg, 0))
+                mesh = pipe.decode(pipe.sample_latents(rgba, rec.active[r].long(), args.steps,
+                                                       args.cfg, 0))
                 f_true.append(evaluate(mesh, gt, tau=0.01)["fscore"] if len(mesh.faces) else 0.0)
             recon = reconstruct_mesh(pipe.vae, pipe.vae_cfg, gt, threshold=pipe.threshold)
             f_vae = evaluate(recon, gt, tau=0.01)["fscore"]
             rows.append((svae_iou, np.mean(flow_iou), np.mean(f_true), f_vae))
-            print(f"{rec.name:<22}{svae_iou:>9.3f}{rows[-1][1]:>9.3f}{rows[-1][2]:>22.3f}{f_vae:>10.3f}", flush=True)
+            print(f"{rec.name:<22}{svae_iou:>9.3f}{rows[-1][1]:>9.3f}{rows[-1][2]:>22.3f}"
+                  f"{f_vae:>10.3f}", flush=True)
     m = np.mean(rows, axis=0)
     print(f"{'mean':<22}{m[0]:>9.3f}{m[1]:>9.3f}{m[2]:>22.3f}{m[3]:>10.3f}")
 

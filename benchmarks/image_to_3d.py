@@ -10,8 +10,8 @@ is the CLI's):
 1. trains the structure stage (structure VAE, then structure flow) and the latent stage;
 2. profiles `--profile-steps` steps of each kind (structure VAE, structure flow, latent flow)
    with focusing.core.engine.profile: mean seconds and peak tensor MiB above the step's start;
-3. `eval-flow`, at each `--cfg`, on the training meshes' held-out views (never trained on) and on the
-   `--held-out` mesh (never seen at all): structure IoU, Chamfer, F@0.005 and F@0.01 against
+3. `eval-flow`, at each `--cfg`, on the training meshes' held-out views (never trained on) and on
+   the `--held-out` mesh (never seen at all): structure IoU, Chamfer, F@0.005 and F@0.01 against
    the source mesh, seconds per shape;
 4. the shape VAE's own reconstruction of each mesh at the same F-scores (the ceiling the
    generated shapes are decoded through).
@@ -39,8 +39,8 @@ def _load() -> float:
 
 def _train(stage: str, vae: Path, data: Path, out: Path, sets: list[str]) -> float:
     """Wall seconds of one `focusing train-flow` process."""
-    cmd = [sys.executable, "-m", "focusing.core.cli", "train-flow", "--stage", stage, "--vae", str(vae),
-           "--data", str(data), "--out", str(out)]
+    cmd = [sys.executable, "-m", "focusing.core.cli", "train-flow", "--stage", stage,
+           "--vae", str(vae), "--data", str(data), "--out", str(out)]
     for s in sets:
         cmd += ["--set", s]
     t0 = time.perf_counter()
@@ -67,10 +67,12 @@ def _profile(stage: str, vae: Path, data: Path, sets: list[str], steps: int) -> 
             from focusing.flow.train import flow_train_config, structure_vae_config
 
             sub = structure_vae_config(trainer.cfg)
-            trainer.model.svae.requires_grad_(True)  # the flow step froze it; its own step trains it
+            # the flow step froze it; its own step trains it
+            trainer.model.svae.requires_grad_(True)
             sv_step = StructureVAEStep(trainer.cfg, trainer.shapes, trainer.model, trainer.device)
-            sv_engine = Engine(sv_step, flow_train_config(sub["train"]), Path(tmp) / STRUCTURE_VAE_DIR,
-                               sub, progress=False, dist_info=trainer.dist, name="structure VAE")
+            sv_engine = Engine(sv_step, flow_train_config(sub["train"]),
+                               Path(tmp) / STRUCTURE_VAE_DIR, sub, progress=False,
+                               dist_info=trainer.dist, name="structure VAE")
             kinds.insert(0, ("structure VAE", sv_engine))
         for name, engine in kinds:
             engine.train_step()  # untimed: first-call allocations
@@ -78,7 +80,8 @@ def _profile(stage: str, vae: Path, data: Path, sets: list[str], steps: int) -> 
             step = table["step"]
             rows[name] = {"ms": 1e3 * step.seconds, "peak_mib": step.peak_mib,
                           "trained_parameters": _trained(engine),
-                          **{f"{k}_ms": 1e3 * table[k].seconds for k in ("backward", "optimizer") if k in table}}
+                          **{f"{k}_ms": 1e3 * table[k].seconds for k in ("backward", "optimizer")
+                             if k in table}}
             if engine is not trainer.engine:
                 engine.close()
         trainer.close()
@@ -129,13 +132,15 @@ def _markdown(result: dict) -> str:
              f"training wall: structure {result['train_seconds']['structure']:.0f} s, "
              f"latent {result['train_seconds']['latent']:.0f} s "
              f"(both {sum(result['train_seconds'].values()) / 60:.1f} min)", ""]
-    lines += [f"parameters of the stage modules (summary.json): structure {result['parameters']['structure']:,} "
-              f"(structure VAE and DiT, with the jointly trained encoder), latent {result['parameters']['latent']:,}", ""]
+    lines += ["parameters of the stage modules (summary.json): "
+              f"structure {result['parameters']['structure']:,} "
+              "(structure VAE and DiT, with the jointly trained encoder), "
+              f"latent {result['parameters']['latent']:,}", ""]
     lines += ["| step kind | trained parameters | ms per step | peak tensor MiB | backward ms |",
               "|---|---|---|---|---|"]
     for name, row in result["profile"].items():
-        lines.append(f"| {name} | {row['trained_parameters']:,} | {row['ms']:.1f} | {row['peak_mib']:.1f} | "
-                     f"{row.get('backward_ms', float('nan')):.1f} |")
+        lines.append(f"| {name} | {row['trained_parameters']:,} | {row['ms']:.1f} | "
+                     f"{row['peak_mib']:.1f} | {row.get('backward_ms', float('nan')):.1f} |")
     for cfg, reports in result["evaluations"].items():
         for label, key in (("held-out views of the training meshes", "train_views"),
                            ("the unseen mesh", "held_out_mesh")):
@@ -144,23 +149,29 @@ def _markdown(result: dict) -> str:
                 continue
             guidance = "the runs' default guidance" if cfg == "default" else f"--cfg {cfg}"
             lines += ["", f"**{label}, {guidance}**", "",
-                      "| mesh | view | structure IoU | Chamfer L2 | F@0.005 | F@0.01 | VAE recon F@0.005 / F@0.01 | s per shape |",
+                      "| mesh | view | structure IoU | Chamfer L2 | F@0.005 | F@0.01 "
+                      "| VAE recon F@0.005 / F@0.01 | s per shape |",
                       "|---|---|---|---|---|---|---|---|"]
             for r in report["rows"]:
                 ceiling = result["vae_ceiling"].get(r["mesh"], {})
                 cd = f"{r['chamfer_l2']:.2e}" if "chamfer_l2" in r else "-"
-                lines.append(f"| {r['mesh']} | {r['view']} | {r['iou']:.3f} | {cd} | {r['f_0.005']:.3f} | "
+                lines.append(f"| {r['mesh']} | {r['view']} | {r['iou']:.3f} | {cd} | "
+                             f"{r['f_0.005']:.3f} | "
                              f"{r['f_0.01']:.3f} | {ceiling.get('f_0.005', float('nan')):.3f} / "
-                             f"{ceiling.get('f_0.01', float('nan')):.3f} | {r.get('seconds', float('nan')):.2f} |")
+                             f"{ceiling.get('f_0.01', float('nan')):.3f} | "
+                             f"{r.get('seconds', float('nan')):.2f} |")
             m = report["mean"]
-            lines.append(f"| **mean** | | **{m.get('iou', 0):.3f}** | {m.get('chamfer_l2', float('nan')):.2e} | "
-                         f"{m.get('f_0.005', 0):.3f} | **{m.get('f_0.01', 0):.3f}** | | {m.get('seconds', float('nan')):.2f} |")
+            lines.append(f"| **mean** | | **{m.get('iou', 0):.3f}** | "
+                         f"{m.get('chamfer_l2', float('nan')):.2e} | "
+                         f"{m.get('f_0.005', 0):.3f} | **{m.get('f_0.01', 0):.3f}** | | "
+                         f"{m.get('seconds', float('nan')):.2f} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vae", type=Path, required=True, help="trained shape VAE run (focusing train)")
+    ap.add_argument("--vae", type=Path, required=True,
+                    help="trained shape VAE run (focusing train)")
     ap.add_argument("--data", type=Path, default=ROOT / "examples" / "meshes")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--held-out", type=Path, default=ROOT / "examples" / "meshes-eval" / "cow.off")
@@ -168,10 +179,12 @@ def main() -> None:
     ap.add_argument("--latent-set", action="append", default=[])
     ap.add_argument("--profile-steps", type=int, default=10)
     ap.add_argument("--cfg", action="append", default=None,
-                    help="guidance strength to evaluate at, or `default` (repeatable; default: 0 and default)")
+                    help="guidance strength to evaluate at, or `default` (repeatable; default: 0 "
+                         "and default)")
     ap.add_argument("--skip-train", action="store_true", help="reuse the runs in --out")
-    ap.add_argument("--train-seconds", default="", help="with --skip-train: STRUCTURE,LATENT wall seconds "
-                    "of the earlier training (else read from DIR/benchmark.json)")
+    ap.add_argument("--train-seconds", default="",
+                    help="with --skip-train: STRUCTURE,LATENT wall seconds "
+                         "of the earlier training (else read from DIR/benchmark.json)")
     args = ap.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -190,11 +203,14 @@ def main() -> None:
         s_sec, l_sec = (float(x) for x in args.train_seconds.split(","))
         result["train_seconds"] = {"structure": s_sec, "latent": l_sec}
     else:
-        result["train_seconds"] = json.loads((args.out / "benchmark.json").read_text())["train_seconds"]
+        result["train_seconds"] = json.loads(
+            (args.out / "benchmark.json").read_text())["train_seconds"]
     result["parameters"] = {s: json.loads((args.out / s / "summary.json").read_text())["parameters"]
                             for s in ("structure", "latent")}
-    result["profile"] = {**_profile("structure", args.vae, args.data, args.structure_set, args.profile_steps),
-                         **_profile("latent", args.vae, args.data, args.latent_set, args.profile_steps)}
+    result["profile"] = {**_profile("structure", args.vae, args.data, args.structure_set,
+                                    args.profile_steps),
+                         **_profile("latent", args.vae, args.data, args.latent_set,
+                                    args.profile_steps)}
     result["evaluations"] = {}
     with tempfile.TemporaryDirectory() as tmp:
         held = Path(tmp) / "held-out"
@@ -206,9 +222,11 @@ def main() -> None:
             result["evaluations"][tag] = {
                 "train_views": _eval_flow(structure, latent, args.data,
                                           args.out / f"eval_train_views_cfg{tag}.json", cfg),
-                "held_out_mesh": _eval_flow(structure, latent, held, args.out / f"eval_held_out_cfg{tag}.json", cfg),
+                "held_out_mesh": _eval_flow(structure, latent, held,
+                                            args.out / f"eval_held_out_cfg{tag}.json", cfg),
             }
-        result["vae_ceiling"] = {**_vae_ceiling(args.vae, args.data), **_vae_ceiling(args.vae, held)}
+        result["vae_ceiling"] = {**_vae_ceiling(args.vae, args.data),
+                                 **_vae_ceiling(args.vae, held)}
     result["load_after"] = _load()
     (args.out / "benchmark.json").write_text(json.dumps(result, indent=2))
     (args.out / "benchmark.md").write_text(_markdown(result))

@@ -33,6 +33,6 @@ def first_views(names: list[str], image_size: int):
     views = []
     for name in names:
         mesh = load_mesh(mesh_file(name))
-        views.append(render_views(torch.as_tensor(mesh.vertices).float(), torch.as_tensor(mesh.faces),
-                                  settings, [0])[0])
+        views.append(render_views(torch.as_tensor(mesh.vertices).float(),
+                                  torch.as_tensor(mesh.faces), settings, [0])[0])
     return torch.stack(views)

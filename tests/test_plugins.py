@@ -21,7 +21,8 @@ from focusing.core.plugins import (
 )
 from focusing.core.plugins.base import SparseBackend
 
-PACKAGES = ["focusing-core", "focusing-carving", "focusing-render", "focusing-flow", "focusing-eval"]
+PACKAGES = ["focusing-core", "focusing-carving", "focusing-render", "focusing-flow",
+            "focusing-eval"]
 
 
 def _plugin_module(name: str, *classes: type) -> types.ModuleType:

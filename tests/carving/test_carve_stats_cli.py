@@ -26,7 +26,8 @@ def test_carve_stats_json_and_plot(tmp_path):
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     rows = {r["selector"]: r for r in data["summary"]}
-    assert set(rows) == {"all", "frustum", "far-plane", "depth-carving", "depth-carving-tight", "zoom"}
+    assert set(rows) == {"all", "frustum", "far-plane", "depth-carving", "depth-carving-tight",
+                         "zoom"}
     assert all(r["views"] == 4 for r in rows.values())
     assert len(data["records"]) == 4 * 6
     # `all` keeps every active voxel: kept/all is 1 and it covers the bound.
@@ -60,7 +61,8 @@ def test_carve_stats_json_is_strict_where_a_view_sees_nothing(tmp_path):
         "1 1 1\n0.98 1 1\n1 0.98 1\n"
         "3 0 1 2\n3 3 4 5\n"
     )
-    out = run("carve-stats", str(corners), "--res", "8", "--views", "2", "--image-size", "4", "--json")
+    out = run("carve-stats", str(corners), "--res", "8", "--views", "2", "--image-size", "4",
+              "--json")
     assert out.returncode == 0, out.stderr
     assert "NaN" not in out.stdout and "Infinity" not in out.stdout
     data = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))

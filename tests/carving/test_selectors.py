@@ -56,7 +56,8 @@ def _cube_meets_frustum_lp(cam, ijk, res):
     a = np.array([r[:3] for r in rows])
     b = -np.array([r[3] for r in rows]) + 1e-9
     lo = -0.5 + np.asarray(ijk, float) / res
-    res_lp = linprog(np.zeros(3), A_ub=a, b_ub=b, bounds=list(zip(lo, lo + 1.0 / res)), method="highs")
+    res_lp = linprog(np.zeros(3), A_ub=a, b_ub=b, bounds=list(zip(lo, lo + 1.0 / res)),
+                     method="highs")
     return res_lp.status == 0
 
 
@@ -112,7 +113,8 @@ def test_depth_carving_matches_brute_force(name):
     kept = set()
     for i in range(xyz.shape[0]):
         u, v, d = _brute_project(cam, c[i])
-        if 0 <= u < size and 0 <= v < size and d > 0 and depth[v, u] > 0 and d <= depth[v, u] + 2 / res:
+        if (0 <= u < size and 0 <= v < size and d > 0 and depth[v, u] > 0
+                and d <= depth[v, u] + 2 / res):
             kept.add(tuple(xyz[i].tolist()))
     active = {tuple(t): i for i, t in enumerate(xyz.tolist())}
     grown = set()
@@ -209,7 +211,8 @@ def test_empty_view_and_empty_set(name):
     res = 16
     xyz = active_xyz("fandisk", res)
     # Looking away from the object: nothing in the frustum, a blank ground truth.
-    cam = Camera.looking_at((0.0, 0.0, 2.0), (0.0, 0.0, 5.0), width=32, height=32, near=0.1, far=3.0)
+    cam = Camera.looking_at((0.0, 0.0, 2.0), (0.0, 0.0, 5.0), width=32, height=32, near=0.1,
+                            far=3.0)
     g = gt("fandisk", cam)
     assert not (g.depth > 0).any()
     sel = build(name).select(voxels_of(xyz, res), cam, g, np.random.default_rng(0))

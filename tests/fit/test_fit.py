@@ -25,7 +25,8 @@ def fitted(tmp_path_factory):
     torch.set_num_threads(1)  # small tensors; OpenMP workers only spin on the shared cores
     try:
         cfg = FitConfig(
-            resolution=R, steps=40, views=32, image_size=64, n_points=100_000, tau=0.005, progress=False
+            resolution=R, steps=40, views=32, image_size=64, n_points=100_000, tau=0.005,
+            progress=False,
         )
         out = tmp_path_factory.mktemp("fit") / "fandisk_fit.ply"
         result = fit_mesh(mesh_file("fandisk"), cfg, out=out, evaluate_init=True)
@@ -88,7 +89,8 @@ def test_fitted_mesh_is_the_written_file(fitted):
 
 def test_bad_settings_raise_before_any_work(tmp_path):
     out = tmp_path / "x.ply"
-    for bad in ({"resolution": 1}, {"views": 2, "views_per_step": 3}, {"lr": 0.0}, {"w_mask": -1.0}):
+    for bad in ({"resolution": 1}, {"views": 2, "views_per_step": 3}, {"lr": 0.0},
+                {"w_mask": -1.0}):
         with pytest.raises(ValueError):
             fit_mesh(mesh_file("fandisk"), FitConfig(**bad), out=out)
     assert not out.exists()

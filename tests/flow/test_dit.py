@@ -27,7 +27,8 @@ def test_trained_blocks_keep_samples_apart_and_depend_on_t_and_context():
     x, t, ctx = torch.randn(2, 4, 3, 3, 3), torch.tensor([0.2, 0.7]), torch.randn(2, 5, 16)
     both = model(x, t, ctx)
     for i in range(2):
-        torch.testing.assert_close(both[i:i + 1], model(x[i:i + 1], t[i:i + 1], ctx[i:i + 1]), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(both[i:i + 1], model(x[i:i + 1], t[i:i + 1], ctx[i:i + 1]),
+                                   atol=1e-5, rtol=1e-5)
     assert not torch.allclose(model(x, t.flip(0), ctx), both)
     assert not torch.allclose(model(x, t, ctx.flip(0)), both)
 
@@ -55,7 +56,8 @@ def _train_to_follow_images(images: torch.Tensor, targets: torch.Tensor, steps: 
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
         idx = torch.randint(0, 2, (4,), generator=g)
-        x0, eps, t = targets[idx], torch.randn(4, *targets.shape[1:], generator=g), rf.sample_t(4, g)
+        x0, eps, t = (targets[idx], torch.randn(4, *targets.shape[1:], generator=g),
+                      rf.sample_t(4, g))
         tokens = enc(images[idx]) * (0.0 if blind else 1.0)
         loss = rf.flow_loss(dit(rf.interpolate(x0, eps, t), t, tokens), x0, eps)
         opt.zero_grad()

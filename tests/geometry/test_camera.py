@@ -16,7 +16,8 @@ CORNERS = torch.tensor(list(itertools.product([-0.5, 0.5], repeat=3)), dtype=tor
 
 def _cams():
     base = Camera.looking_at((0.7, 0.9, 1.8), (0.05, -0.1, 0.02), fov_y_deg=45, width=64, height=48)
-    return [base, base.zoom((-0.35, 0.2, -0.5, 0.15), s=1.2)] + orbit_cameras(3, rng=4, width=40, height=30)
+    return ([base, base.zoom((-0.35, 0.2, -0.5, 0.15), s=1.2)]
+            + orbit_cameras(3, rng=4, width=40, height=30))
 
 
 @pytest.mark.parametrize("i", range(5))
@@ -36,13 +37,16 @@ def test_pixel_rays_hit_pixel_centres(i):
     cam = _cams()[i]
     origin, dirs = cam.pixel_rays()
     assert dirs.shape == (cam.height, cam.width, 3)
-    torch.testing.assert_close(dirs.norm(dim=-1), torch.ones(cam.height, cam.width, dtype=torch.float64))
+    torch.testing.assert_close(dirs.norm(dim=-1),
+                               torch.ones(cam.height, cam.width, dtype=torch.float64))
     torch.testing.assert_close(origin, torch.linalg.inv(cam.world_to_view)[:3, 3])
     s = 1.7
     pts = (origin + s * dirs).reshape(-1, 3)
     pix, depth = cam.project(pts)
-    v, u = torch.meshgrid(torch.arange(cam.height) + 0.5, torch.arange(cam.width) + 0.5, indexing="ij")
-    torch.testing.assert_close(pix, torch.stack([u, v], -1).reshape(-1, 2).double(), atol=1e-9, rtol=0)
+    v, u = torch.meshgrid(torch.arange(cam.height) + 0.5, torch.arange(cam.width) + 0.5,
+                          indexing="ij")
+    torch.testing.assert_close(pix, torch.stack([u, v], -1).reshape(-1, 2).double(), atol=1e-9,
+                               rtol=0)
     torch.testing.assert_close(depth, s * cam.ray_depth_scale().reshape(-1), atol=1e-12, rtol=0)
 
 

@@ -110,7 +110,8 @@ def test_cli_style_convert_writes_nothing_on_bad_input(tmp_path):
 
 
 # The smaller real meshes (the large ones cost seconds to parse and test nothing new).
-@pytest.mark.parametrize("name", ["fandisk", "couplingdown", "camel", "blade", "elephant-with-holes"])
+@pytest.mark.parametrize("name",
+                         ["fandisk", "couplingdown", "camel", "blade", "elephant-with-holes"])
 def test_real_meshes_load_normalised(name):
     raw = trimesh.load(mesh_file(name), process=False)
     m = load_mesh(mesh_file(name))
@@ -144,7 +145,8 @@ def test_helpers_against_trimesh():
     np.testing.assert_allclose(m.face_areas, tm.area_faces, rtol=1e-10, atol=1e-16)
     np.testing.assert_allclose(m.face_normals, tm.face_normals, atol=1e-9)
     v, f = m.torch()
-    assert v.dtype.is_floating_point and v.dtype.itemsize == 4 and tuple(v.shape) == m.vertices.shape
+    assert (v.dtype.is_floating_point and v.dtype.itemsize == 4
+            and tuple(v.shape) == m.vertices.shape)
     assert str(f.dtype) == "torch.int64" and tuple(f.shape) == m.faces.shape
 
 

@@ -49,12 +49,14 @@ def test_plane_exact():
     hit = o + t[:, None] * d
     inside = (np.abs(hit[:, :2]) < 1).all(axis=1) & (t > 0)
     # Keep away from the square's border and its diagonal, where the pixel could go either way.
-    clear = (np.abs(np.abs(hit[:, :2]) - 1) > 1e-6).all(axis=1) & (np.abs(hit[:, 0] - hit[:, 1]) > 1e-6)
+    clear = ((np.abs(np.abs(hit[:, :2]) - 1) > 1e-6).all(axis=1)
+             & (np.abs(hit[:, 0] - hit[:, 1]) > 1e-6))
     mask = out.mask.reshape(-1).numpy()
     assert inside.sum() > 200 and (~inside).sum() > 50  # the view sees the border
     assert np.array_equal(mask[clear] > 0, inside[clear])
     sel = clear & inside
-    np.testing.assert_allclose(out.depth.reshape(-1).numpy()[sel], view_depth(cam, hit[sel]), rtol=1e-12)
+    np.testing.assert_allclose(out.depth.reshape(-1).numpy()[sel], view_depth(cam, hit[sel]),
+                               rtol=1e-12)
     assert (out.depth.reshape(-1).numpy()[~inside & clear] == 0).all()
     n = out.normal.reshape(-1, 3).numpy()
     np.testing.assert_allclose(n[sel], np.broadcast_to([0, 0, 1.0], n[sel].shape), atol=1e-12)

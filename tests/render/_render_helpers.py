@@ -36,7 +36,8 @@ def one_torch_thread():
     """Run these small renders on one intra-op thread, restoring the setting afterwards.
 
     On the shared 2-core box, two OpenMP threads spin-wait for each other whenever other jobs
-    hold a core, which made the many small ops of a render 10x slower (see benchmarks/results/render.md)."""
+    hold a core, which made the many small ops of a render 10x slower (see
+    benchmarks/results/render.md)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -96,7 +96,8 @@ def test_near_plane_clips_per_pixel_and_behind_camera_is_ignored():
     # core's ray caster clips the same way when asked, and not by default
     clipped = raycast(v, f, cam, dtype=torch.float64, clip=True)
     assert bool(((clipped.triangle_id >= 0) == rendered["embree"]).all())
-    assert torch.allclose(clipped.depth[rendered["embree"]], depth_true[rendered["embree"]], rtol=1e-9, atol=1e-9)
+    assert torch.allclose(clipped.depth[rendered["embree"]], depth_true[rendered["embree"]],
+                          rtol=1e-9, atol=1e-9)
     unclipped = raycast(v, f, cam, dtype=torch.float64)
     assert bool(((unclipped.triangle_id >= 0) == ((dy < 0) & (depth_true <= 6.0))).all())
 

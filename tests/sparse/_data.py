@@ -23,8 +23,10 @@ def surface(name: str, resolution: int) -> torch.Tensor:
     return surface_voxels(load_mesh(MESHES / f"{name}.off"), resolution)
 
 
-def mesh_batch(names: tuple[str, ...], resolution: int, shuffle_seed: int | None = None) -> torch.Tensor:
-    """Surface voxels of real meshes as one batch; coords [N,4] (b, x, y, z), optionally shuffled."""
+def mesh_batch(names: tuple[str, ...], resolution: int,
+               shuffle_seed: int | None = None) -> torch.Tensor:
+    """Surface voxels of real meshes as one batch; coords [N,4] (b, x, y, z), optionally
+    shuffled."""
     parts = []
     for b, name in enumerate(names):
         v = surface(name, resolution)
@@ -51,7 +53,8 @@ def brute_submanifold(coords, feats, weight, bias=None):
 
 
 def brute_downsample(coords, feats, weight, bias=None):
-    """Parents sorted by (b, x, y, z) and out[p] = sum over children c of feats[c] @ weight[o(c)]."""
+    """Parents sorted by (b, x, y, z) and out[p] = sum over children c of feats[c] @
+    weight[o(c)]."""
     rows = coords.tolist()
     parents = sorted({(b, x // 2, y // 2, z // 2) for b, x, y, z in rows})
     pidx = {p: i for i, p in enumerate(parents)}

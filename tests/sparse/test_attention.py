@@ -37,7 +37,8 @@ def test_window_attention_matches_naive_loop(window, shift):
     coords = mesh_batch(("bunny00", "fandisk"), R, shuffle_seed=0)
     n = coords.shape[0]
     g = torch.Generator().manual_seed(window + shift)
-    q, k, v = (torch.randn(n, 2, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    q, k, v = (torch.randn(n, 2, 8, generator=g, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
     x = SparseTensor(coords, torch.zeros(n, 1), R)
     part = window_partition(x, window, shift)
     got = window_attention(q, k, v, part)

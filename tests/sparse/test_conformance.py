@@ -22,7 +22,8 @@ R = 32
 BACKENDS = get_registry("sparse_backend").names(available_only=True)
 BATCHES = {1: ("fandisk",), 3: ("bunny00", "blade", "armadillo")}
 OPS = {"submanifold": 27, "downsample": 8, "upsample": 8}
-BRUTE = {"submanifold": brute_submanifold, "downsample": brute_downsample, "upsample": brute_upsample}
+BRUTE = {"submanifold": brute_submanifold, "downsample": brute_downsample,
+         "upsample": brute_upsample}
 RTOL = 1e-4
 
 
@@ -42,7 +43,8 @@ def _case(batch: int, c_in: int, op: str, dtype: torch.dtype):
     g = torch.Generator().manual_seed(1000 * batch + c_in)
     c_out = 8 if c_in != 8 else 5
     feats = torch.randn(coords.shape[0], c_in, generator=g, dtype=torch.float64).to(dtype)
-    weight = (torch.randn(OPS[op], c_in, c_out, generator=g, dtype=torch.float64) / c_in**0.5).to(dtype)
+    weight = (torch.randn(OPS[op], c_in, c_out, generator=g, dtype=torch.float64)
+              / c_in**0.5).to(dtype)
     bias = torch.randn(c_out, generator=g, dtype=torch.float64).to(dtype)
     return coords, feats, weight, bias
 

@@ -29,7 +29,8 @@ def test_pack_far_beyond_1024_cubed():
     c = torch.tensor([[3, 0, 0, 0], [3, 100_000, 99_999, 65_536], [0, 1023, 1023, 1023]])
     assert torch.equal(hashing.unpack(hashing.pack(c)), c)
     idx = hashing.CoordIndex(c)
-    assert idx.lookup(torch.tensor([[3, 100_000, 99_999, 65_536], [3, 100_000, 99_999, 65_535]])).tolist() == [1, -1]
+    assert idx.lookup(torch.tensor([[3, 100_000, 99_999, 65_536],
+                                    [3, 100_000, 99_999, 65_535]])).tolist() == [1, -1]
 
 
 def test_coord_index_lookup_matches_dict():
@@ -61,7 +62,8 @@ def test_layout_counts_offsets_batch_size():
     assert x.batch_size == 3 and x.counts.tolist() == sizes
     assert x.offsets.tolist() == [0, sizes[0], sizes[0] + sizes[1], sum(sizes)]
     assert x.is_batch_sorted()
-    assert SparseTensor(coords, torch.zeros(coords.shape[0], 1), 16, batch_size=5).counts.tolist() == sizes + [0, 0]
+    assert (SparseTensor(coords, torch.zeros(coords.shape[0], 1), 16, batch_size=5).counts.tolist()
+            == sizes + [0, 0])
 
 
 def test_dense_round_trip():

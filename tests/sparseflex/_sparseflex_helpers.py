@@ -107,7 +107,9 @@ def directed_edges_paired(faces: np.ndarray) -> bool:
     return len(np.unique(key)) == len(key) and np.isin(rkey, key).all()
 
 
-def sample_on_mesh(vertices: torch.Tensor, faces: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+def sample_on_mesh(
+    vertices: torch.Tensor, faces: torch.Tensor, n: int, seed: int = 0
+) -> torch.Tensor:
     """n area-weighted points [n,3] on a triangle mesh (same dtype as vertices; differentiable)."""
     g = torch.Generator().manual_seed(seed)
     tri = vertices[faces]

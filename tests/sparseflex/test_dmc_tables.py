@@ -34,7 +34,11 @@ def _ambiguous_faces(case: int) -> list[int]:
     """Faces whose diagonal corners share a sign while neighbours differ (checkerboard)."""
     out = []
     for f, corners in enumerate(FACE_CORNERS.tolist()):
-        crossing = [e for e in FACE_EDGES[f].tolist() if _inside(case, EDGES[e][0]) != _inside(case, EDGES[e][1])]
+        crossing = [
+            e
+            for e in FACE_EDGES[f].tolist()
+            if _inside(case, EDGES[e][0]) != _inside(case, EDGES[e][1])
+        ]
         if len(crossing) == 4:
             out.append(f)
     return out

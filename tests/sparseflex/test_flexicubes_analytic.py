@@ -36,7 +36,12 @@ from _sparseflex_helpers import (
 )
 from scipy.spatial import cKDTree
 
-from focusing.core.sparseflex.field import SparseFlexField, features_from_field, field_from_sdf, sparseflex_from_features
+from focusing.core.sparseflex.field import (
+    SparseFlexField,
+    features_from_field,
+    field_from_sdf,
+    sparseflex_from_features,
+)
 from focusing.core.sparseflex.flexicubes import extract_mesh
 
 
@@ -127,12 +132,15 @@ def _fd_case(seed: int = 0) -> tuple[dict, callable]:
     def loss(p: dict) -> torch.Tensor:
         nonlocal w
         field = SparseFlexField(
-            coords=base.coords, resolution=R, corner_coords=base.corner_coords, cube_corners=base.cube_corners,
-            corner_sdf=p["sdf"], corner_deform=p["deform"], alpha=p["alpha"], beta=p["beta"], gamma=p["gamma"],
+            coords=base.coords, resolution=R, corner_coords=base.corner_coords,
+            cube_corners=base.cube_corners, corner_sdf=p["sdf"], corner_deform=p["deform"],
+            alpha=p["alpha"], beta=p["beta"], gamma=p["gamma"],
         )
         out = extract_mesh(field, training=True)
         if w is None:
-            w = torch.randn(out.vertices.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+            w = torch.randn(
+                out.vertices.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64
+            )
         return (out.vertices * w).sum() + 10.0 * out.l_dev
 
     return params, loss
@@ -186,7 +194,9 @@ def test_box_edges_sharpen_when_deformation_and_weights_are_fitted():
     opt = torch.optim.Adam([raw], lr=0.05)
     targets = torch.cat([surface_samples("box", 3000, seed=5), edges[::2]]).float()
     for _ in range(40):
-        field = sparseflex_from_features(torch.cat([feats[:, :8], raw], 1), coords, R, topology=topo)
+        field = sparseflex_from_features(
+            torch.cat([feats[:, :8], raw], 1), coords, R, topology=topo
+        )
         v = extract_mesh(field, training=True).vertices
         idx = torch.from_numpy(cKDTree(v.detach().numpy()).query(targets.numpy())[1])
         loss = (box_sdf(v).square().mean() + (v[idx] - targets).square().sum(1).mean()) * R * R
@@ -197,6 +207,8 @@ def test_box_edges_sharpen_when_deformation_and_weights_are_fitted():
         out = extract_mesh(field, training=training)
         after = edge_distance(out)
         assert before.mean() > 0.25 and after.mean() < 0.1 and after.max() < 0.35
-        assert trimesh.Trimesh(out.vertices.detach().numpy(), out.faces.numpy(), process=False).is_watertight
+        assert trimesh.Trimesh(
+            out.vertices.detach().numpy(), out.faces.numpy(), process=False
+        ).is_watertight
         # Faces stay on the box: no vertex drifted off the surface.
         assert (box_sdf(out.vertices).abs() * R).max() < 0.2

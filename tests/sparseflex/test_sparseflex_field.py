@@ -22,7 +22,6 @@ from focusing.core.sparseflex.field import (
     SDF_CHANNELS,
     corner_topology,
     features_from_field,
-    field_from_mesh,
     field_from_sdf,
     sparseflex_from_features,
 )
@@ -86,7 +85,10 @@ def test_consistency_loss_brute_force_and_round_trip():
     feats = torch.randn(len(coords), FEATURE_CHANNELS, dtype=torch.float64)
     field = sparseflex_from_features(feats, coords, R)
     gap_sdf = feats[:, :8] - field.corner_sdf[field.cube_corners]
-    gap_def = (torch.tanh(feats[:, 8:32]).reshape(-1, 8, 3) * 0.5 / R - field.corner_deform[field.cube_corners]) * R
+    gap_def = (
+        torch.tanh(feats[:, 8:32]).reshape(-1, 8, 3) * 0.5 / R
+        - field.corner_deform[field.cube_corners]
+    ) * R
     want = gap_sdf.square().mean() + gap_def.square().sum(-1).mean()
     assert field.consistency_loss().item() == pytest.approx(want.item(), rel=1e-12)
     assert field.consistency_loss() > 0

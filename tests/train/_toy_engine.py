@@ -22,7 +22,8 @@ def toy_train(**overrides) -> TrainConfig:
     """The defaults' [train] table with overrides, checked like any setup."""
     table = dict(load_defaults()["train"], **overrides)
     rules = setting_rules()
-    return TrainConfig(**{k: check_value(f"train.{k}", v, rules[f"train.{k}"]) for k, v in table.items()})
+    return TrainConfig(**{k: check_value(f"train.{k}", v, rules[f"train.{k}"])
+                          for k, v in table.items()})
 
 
 class LinearStep(TrainStep):
@@ -63,8 +64,9 @@ def make_engine(run: Path, resume: bool = False, nan_at=(), allow_changes: bool 
     cfg = toy_train(**{"lr": 0.05, "warmup_steps": 2, "steps": 12, "checkpoint_every": 4,
                        "deterministic": True, **train})
     dist = prepare(cfg)
-    config = {"model": {"in": 3, "out": 1}, "train": {k: getattr(cfg, k) for k in
-                                                     cfg.__dataclass_fields__}, **(config_extra or {})}
+    config = {"model": {"in": 3, "out": 1},
+              "train": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+              **(config_extra or {})}
     return Engine(LinearStep(dist.device, nan_at=nan_at), cfg, run, config, resume=resume,
                   allow_changes=allow_changes, progress=False, dist_info=dist, name="toy")
 

@@ -13,8 +13,10 @@ from _training_fixtures import _isolated_cache  # noqa: F401 (fixture)
 def test_builtin_setups_are_registered_and_differ_in_selectors():
     assert {"triposf", "focusing"} <= set(get_registry("setup").names())
     tri, foc = load_setup("triposf"), load_setup("focusing")
-    assert tri["selectors"]["output"] == ["frustum", "far-plane"] and tri["selectors"]["latent"] == []
-    assert foc["selectors"]["latent"] == ["depth-carving", "zoom"] and foc["selectors"]["output"] == []
+    assert (tri["selectors"]["output"] == ["frustum", "far-plane"]
+            and tri["selectors"]["latent"] == [])
+    assert (foc["selectors"]["latent"] == ["depth-carving", "zoom"]
+            and foc["selectors"]["output"] == [])
     # same model and loss code: the model tables are identical
     for key in ("model", "encoder", "decoder", "pointnet", "loss"):
         assert tri[key] == foc[key]

@@ -43,7 +43,8 @@ def test_toy_regression_learns_checkpoints_and_evaluates(tmp_path):
     assert errors[-1] < errors[0] < start and errors[-1] < 0.1 * start
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.safetensors"))
     assert ckpts == [f"step_{s:08d}.safetensors" for s in (4, 8, 12, 16, 20, 24, 28, 32, 36, 40)]
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"] == {"in": 3, "out": 1}
+    assert (json.loads((tmp_path / "run" / "config.json").read_text())["model"]
+            == {"in": 3, "out": 1})
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
@@ -54,7 +55,8 @@ def test_resume_is_bitwise_exact(tmp_path):
     engine.close()
     resumed, _ = _fit(tmp_path / "split", resume=True)
     assert resumed.step == 12
-    a, b = load_file(weights_path(tmp_path / "whole", 12)), load_file(weights_path(tmp_path / "split", 12))
+    a, b = (load_file(weights_path(tmp_path / "whole", 12)),
+            load_file(weights_path(tmp_path / "split", 12)))
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
@@ -106,7 +108,8 @@ def _damage(run: Path, what: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("what", ["empty weights", "truncated weights", "truncated state", "corrupt latest"])
+@pytest.mark.parametrize("what", ["empty weights", "truncated weights", "truncated state",
+                                  "corrupt latest"])
 def test_damaged_checkpoint_is_named_and_the_newest_intact_one_used(what, tmp_path, capsys):
     run = tmp_path / "run"
     _fit(run)
@@ -175,8 +178,8 @@ def test_sigkill_during_checkpoint_write_resumes_from_last_intact(victim, tmp_pa
     assert out.returncode == 0, out.stderr
     assert "step 8" in out.stdout and "removed 1 unfinished file" in out.stderr
     assert not list((run / "checkpoints").glob("*.tmp"))
-    ref = subprocess.run([sys.executable, str(TOY), str(tmp_path / "ref"), "8"], capture_output=True,
-                         text=True, env=env, cwd=TOY.parent)
+    ref = subprocess.run([sys.executable, str(TOY), str(tmp_path / "ref"), "8"],
+                         capture_output=True, text=True, env=env, cwd=TOY.parent)
     assert ref.returncode == 0, ref.stderr
     a, b = load_file(weights_path(run, 8)), load_file(weights_path(tmp_path / "ref", 8))
     for k in a:
@@ -260,7 +263,8 @@ def test_ema_resume_is_bitwise_exact(tmp_path):
     for run in ("whole", "split"):
         assert torch.load(next((tmp_path / run / "checkpoints").glob("step_00000012.state.pt")),
                           weights_only=False)["ema_updates"] == 12
-    a, b = load_file(weights_path(tmp_path / "whole", 12)), load_file(weights_path(tmp_path / "split", 12))
+    a, b = (load_file(weights_path(tmp_path / "whole", 12)),
+            load_file(weights_path(tmp_path / "split", 12)))
     for k in a:
         assert torch.equal(a[k], b[k]), k
     torch.testing.assert_close(resumed.module.weight, whole.module.weight, rtol=0, atol=0)

@@ -19,7 +19,7 @@ from focusing.core.vae.reconstruct import (
     decode_in_chunks, output_to_latent_resolution, reconstruct_file,
 )
 
-from _training_fixtures import TINY, _isolated_cache, surface_run, tiny_data  # noqa: F401
+from _training_fixtures import TINY, _isolated_cache  # noqa: F401 (autouse fixture)
 from meshdata import mesh_file
 
 
@@ -43,8 +43,11 @@ def test_a_finer_grid_keeps_the_inputs_frame_and_decodes_finer(tmp_path, surface
     # and it spans the input: each side of its box within one trained latent voxel (1/8)
     np.testing.assert_allclose(fine.bounds, raw.bounds, atol=extent / 8)
     assert fine.num_faces > 2 * coarse.num_faces
-    edge = lambda m: float(np.linalg.norm(m.vertices[m.faces[:, 0]] - m.vertices[m.faces[:, 1]],
-                                          axis=1).mean())
+
+    def edge(m):
+        return float(np.linalg.norm(m.vertices[m.faces[:, 0]] - m.vertices[m.faces[:, 1]],
+                                    axis=1).mean())
+
     assert edge(fine) < 0.75 * edge(coarse)
 
 

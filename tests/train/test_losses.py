@@ -20,7 +20,8 @@ def test_tsdf_loss_averages_inside_and_outside_means():
     # by hand: outside |0.1-0.2|, |0.3-0.25|; inside |-0.2+0.1|, |0.05+0.25|; the last is invalid
     outside = (0.1 + 0.05) / 2 / TRUNC
     inside = (0.1 + 0.3) / 2 / TRUNC
-    assert float(tsdf_loss(pred, target, valid, TRUNC, balanced=True)) == pytest.approx(0.5 * (outside + inside))
+    assert (float(tsdf_loss(pred, target, valid, TRUNC, balanced=True))
+            == pytest.approx(0.5 * (outside + inside)))
     plain = (0.1 + 0.05 + 0.1 + 0.3) / 4 / TRUNC  # eq. 5 as the paper writes it: one mean
     assert float(tsdf_loss(pred, target, valid, TRUNC)) == pytest.approx(plain)
 

@@ -8,7 +8,7 @@ import torch
 
 from focusing.core.engine.profile import phase, profile_steps
 
-from _training_fixtures import TINY, _isolated_cache, tiny_data  # noqa: F401 (fixtures)
+from _training_fixtures import TINY, _isolated_cache  # noqa: F401 (autouse fixture)
 
 MIB = 2**20
 

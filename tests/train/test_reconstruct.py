@@ -14,7 +14,7 @@ from focusing.core.config import load_setup
 from focusing.core.vae.reconstruct import _chunks, decode_in_chunks
 from focusing.core.vae.model import ShapeVAE
 
-from _training_fixtures import TINY, _isolated_cache, surface_run, tiny_data, tiny_run  # noqa: F401 (fixtures)
+from _training_fixtures import TINY, _isolated_cache  # noqa: F401 (autouse fixture)
 from meshdata import mesh_file
 
 
@@ -58,7 +58,8 @@ def test_chunked_decode_equals_whole_decode_with_one_decoder_block():
 def test_reconstruct_reports_bad_input_and_writes_nothing(tmp_path, tiny_run):
     bad = mesh_file("fandisk").parents[2] / "tests" / "data" / "bad_meshes" / "nan_vertex.off"
     out = tmp_path / "out.ply"
-    res = CliRunner().invoke(cli.get_app(), ["reconstruct", str(tiny_run), str(bad), "-o", str(out)])
+    res = CliRunner().invoke(cli.get_app(),
+                             ["reconstruct", str(tiny_run), str(bad), "-o", str(out)])
     assert res.exit_code == 2 and "nan_vertex.off" in res.output and not out.exists()
     res = CliRunner().invoke(cli.get_app(), ["reconstruct", str(tmp_path / "nope"),
                                              str(mesh_file("fandisk")), "-o", str(out)])
@@ -68,8 +69,8 @@ def test_reconstruct_reports_bad_input_and_writes_nothing(tmp_path, tiny_run):
 def test_reconstruct_writes_a_mesh_in_the_inputs_frame(tmp_path, surface_run):
     src = mesh_file("couplingdown")
     out = tmp_path / "rec.ply"
-    res = CliRunner().invoke(cli.get_app(), ["reconstruct", str(surface_run), str(src), "-o", str(out),
-                                             "--threshold", "-100"])
+    res = CliRunner().invoke(cli.get_app(), ["reconstruct", str(surface_run), str(src),
+                                             "-o", str(out), "--threshold", "-100"])
     assert res.exit_code == 0, res.output
     rec, raw = load_mesh(out, normalize=False), load_mesh(src, normalize=False)
     assert rec.num_faces > 0

@@ -19,11 +19,12 @@ from focusing.core import cli
 from focusing.core.config import resolve_setup
 from focusing.core.train.data import ShapeDataset
 
-from _training_fixtures import TINY, _isolated_cache, tiny_data, tiny_run  # noqa: F401 (fixtures)
+from _training_fixtures import TINY, _isolated_cache  # noqa: F401 (autouse fixture)
 
 
 def _train(data: Path, out: Path, *sets: str, extra=()):
-    args = ["train", "--setup", "focusing", "--data", str(data), "--out", str(out), "--quiet", *extra]
+    args = ["train", "--setup", "focusing", "--data", str(data), "--out", str(out), "--quiet",
+            *extra]
     for item in TINY + list(sets):
         args += ["--set", item]
     return CliRunner().invoke(cli.get_app(), args)
@@ -51,11 +52,14 @@ def test_diverging_settings_never_leave_nan_checkpoints(override, tiny_data, tmp
 
 def test_resume_refuses_another_setup_unless_allowed(tiny_data, tiny_run):
     r = _train(tiny_data, tiny_run, "train.steps=2", "encoder.width=32", extra=["--resume"])
-    assert r.exit_code == 2 and "model's shape differs" in r.output and "encoder.width: 16 -> 32" in r.output
+    assert (r.exit_code == 2 and "model's shape differs" in r.output
+            and "encoder.width: 16 -> 32" in r.output)
     r = _train(tiny_data, tiny_run, "train.steps=2", "train.lr=0.01", extra=["--resume"])
-    assert r.exit_code == 2 and "--allow-changes" in r.output and "train.lr: 0.001 -> 0.01" in r.output
+    assert (r.exit_code == 2 and "--allow-changes" in r.output
+            and "train.lr: 0.001 -> 0.01" in r.output)
     assert json.loads((tiny_run / "config.json").read_text())["train"]["lr"] == 0.001  # untouched
-    r = _train(tiny_data, tiny_run, "train.steps=2", "train.lr=0.01", extra=["--resume", "--allow-changes"])
+    r = _train(tiny_data, tiny_run, "train.steps=2", "train.lr=0.01",
+               extra=["--resume", "--allow-changes"])
     assert r.exit_code == 0, r.output
     assert "trained focusing to step 2" in r.output
     changes = json.loads((tiny_run / "config_changes.json").read_text())
@@ -68,11 +72,13 @@ def test_damaged_run_folder_gives_a_named_error_not_a_traceback(tiny_data, tiny_
     r = _train(tiny_data, tiny_run, "train.steps=1", extra=["--resume"])
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert "step_00000001.safetensors: damaged safetensors file" in r.output
-    rec = CliRunner().invoke(cli.get_app(), ["reconstruct", str(tiny_run), str(next(tiny_data.iterdir())),
+    rec = CliRunner().invoke(cli.get_app(), ["reconstruct", str(tiny_run),
+                                             str(next(tiny_data.iterdir())),
                                              "-o", str(tmp_path / "x.ply")])
     assert rec.exit_code == 2 and "step_00000001.safetensors" in rec.output
     (tiny_run / "config.json").write_text("{")
-    rec = CliRunner().invoke(cli.get_app(), ["reconstruct", str(tiny_run), str(next(tiny_data.iterdir())),
+    rec = CliRunner().invoke(cli.get_app(), ["reconstruct", str(tiny_run),
+                                             str(next(tiny_data.iterdir())),
                                              "-o", str(tmp_path / "x.ply")])
     assert rec.exit_code == 2 and "config.json: corrupt" in rec.output
 

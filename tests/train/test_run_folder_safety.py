@@ -32,7 +32,7 @@ from focusing.core import cli
 from focusing.core.engine import checkpoint, load_checkpoint
 from focusing.core.engine.lock import LOCK_NAME, FolderBusyError, acquire
 
-from _training_fixtures import TINY, tiny_data  # noqa: F401 (fixture)
+from _training_fixtures import TINY
 
 HOST = socket.gethostname()
 

@@ -30,8 +30,10 @@ def _flat_keys(table: dict, prefix: str = "") -> set[str]:
 def test_typed_setup_mirrors_every_key_of_defaults_toml():
     assert set(RULES) == _flat_keys(load_defaults())
     setup = resolve_setup("focusing")
-    assert isinstance(setup, Setup) and setup.train.steps == 100 and setup.model.latent_resolution == 32
-    assert setup.to_dict()["selectors"]["latent"] == ["depth-carving", "zoom"]  # plain lists for JSON
+    assert (isinstance(setup, Setup) and setup.train.steps == 100
+            and setup.model.latent_resolution == 32)
+    # plain lists for JSON
+    assert setup.to_dict()["selectors"]["latent"] == ["depth-carving", "zoom"]
 
 
 def _wrong_type(rule: dict) -> str:
@@ -76,11 +78,13 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("key,value", CASES, ids=[f"{k}={v}" for k, v in CASES])
-def test_bad_value_is_one_clear_line_and_writes_nothing(key, value, data_dir, tmp_path, monkeypatch):
+def test_bad_value_is_one_clear_line_and_writes_nothing(key, value, data_dir, tmp_path,
+                                                        monkeypatch):
     monkeypatch.setenv("FOCUSING_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli.get_app(), ["train", "--setup", "focusing", "--data", str(data_dir),
-                                                "--out", str(out), "--quiet", "--set", f"{key}={value}"])
+    result = CliRunner().invoke(cli.get_app(), ["train", "--setup", "focusing",
+                                                "--data", str(data_dir), "--out", str(out),
+                                                "--quiet", "--set", f"{key}={value}"])
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output

@@ -19,7 +19,7 @@ from focusing.core.plugins import get_registry
 from focusing.core.config import load_setup
 from focusing.core.train.trainer import Trainer
 
-from _training_fixtures import TINY, _isolated_cache, tiny_data  # noqa: F401 (fixtures)
+from _training_fixtures import TINY, _isolated_cache  # noqa: F401 (autouse fixture)
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -69,8 +69,8 @@ def test_focusing_decodes_fewer_latents_than_triposf(tiny_data, tmp_path):
     "backend.sparse=spconv",
 ])
 def test_swapping_one_plugin_by_set_trains(override, tiny_data, tmp_path):
-    args = ["train", "--setup", "focusing", "--data", str(tiny_data), "--out", str(tmp_path / "run"),
-            "--steps", "1", "--quiet"]
+    args = ["train", "--setup", "focusing", "--data", str(tiny_data),
+            "--out", str(tmp_path / "run"), "--steps", "1", "--quiet"]
     for item in TINY + [override]:
         args += ["--set", item]
     result = CliRunner().invoke(cli.get_app(), args)

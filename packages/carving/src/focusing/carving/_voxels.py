@@ -116,7 +116,8 @@ def frustum_corners(camera: Camera) -> torch.Tensor:
 def frustum_planes(camera: Camera) -> torch.Tensor:
     """Six inward world planes [6,4] (n, d; n.x + d >= 0 inside), normals of unit length."""
     m = camera.full_matrix.to(torch.float64)
-    planes = torch.stack([m[3] + m[0], m[3] - m[0], m[3] + m[1], m[3] - m[1], m[3] + m[2], m[3] - m[2]])
+    planes = torch.stack([m[3] + m[0], m[3] - m[0], m[3] + m[1], m[3] - m[1],
+                          m[3] + m[2], m[3] - m[2]])
     return planes / planes[:, :3].norm(dim=1, keepdim=True)
 
 

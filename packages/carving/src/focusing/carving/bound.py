@@ -35,7 +35,8 @@ class Bound:
 
 
 def visible_points(camera: Camera, ground_truth) -> torch.Tensor:
-    """World points [P,3] (float64) of the ground-truth surface seen at each foreground pixel centre."""
+    """World points [P,3] (float64) of the ground-truth surface seen at each foreground pixel
+    centre."""
     check_render(camera, ground_truth)
     fg = foreground(ground_truth)
     rows, cols = fg.nonzero(as_tuple=True)

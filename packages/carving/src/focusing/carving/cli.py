@@ -13,7 +13,8 @@ def carve_stats(
     views: int = typer.Option(8, "--views", help="Random orbit views per mesh."),
     image_size: int = typer.Option(256, "--image-size", help="Square image size S (pixels)."),
     as_json: bool = typer.Option(
-        False, "--json", help="Print strict JSON (summary and records; null where a view has no bound)."
+        False, "--json",
+        help="Print strict JSON (summary and records; null where a view has no bound).",
     ),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of the distributions."),
     alpha: float = typer.Option(0.5, "--alpha", help="far-plane visibility ratio."),

@@ -125,12 +125,14 @@ class DepthCarvingTightSelector(VoxelSelector):
     default_stage = "latent"
 
     def __init__(
-        self, margin: float = 0.25, crease_deg: float = 30.0, edge_window: int = 1, front: bool = True
+        self, margin: float = 0.25, crease_deg: float = 30.0, edge_window: int = 1,
+        front: bool = True,
     ):
         if float(margin) < 0:
             raise ValueError(f"depth-carving-tight margin must be >= 0, got {margin}")
         if not 0.0 < float(crease_deg) <= 180.0:
-            raise ValueError(f"depth-carving-tight crease_deg must be in (0, 180], got {crease_deg}")
+            raise ValueError(
+                f"depth-carving-tight crease_deg must be in (0, 180], got {crease_deg}")
         if int(edge_window) < 0:
             raise ValueError(f"depth-carving-tight edge_window must be >= 0, got {edge_window}")
         super().__init__(
@@ -154,7 +156,8 @@ class DepthCarvingTightSelector(VoxelSelector):
             return Selection(empty_index(xyz.device), camera, False)
         normals = ground_truth.normal[fg].to(xyz.device, torch.float64)
         norm = normals.norm(dim=1, keepdim=True)
-        normals = torch.where(norm > 0.5, normals / norm.clamp(min=1e-12), torch.zeros_like(normals))
+        normals = torch.where(norm > 0.5, normals / norm.clamp(min=1e-12),
+                              torch.zeros_like(normals))
         # At a crease of the normal map (and at silhouettes) the surface is not one plane across
         # the voxel and a fitted mesh cuts the corner through cubes that neither plane touches:
         # use the full 3x3x3 neighbourhood there (a zero normal asks for it).

@@ -161,7 +161,8 @@ def run_carve_stats(
     from focusing.core.geometry.raycast import raycast
 
     if resolution <= 0 or views <= 0 or image_size <= 0:
-        raise ValueError(f"need positive --res, --views, --image-size, got {resolution}, {views}, {image_size}")
+        raise ValueError(f"need positive --res, --views, --image-size, got {resolution}, {views}, "
+                         f"{image_size}")
     if not mesh_paths:
         raise ValueError("carve-stats needs at least one mesh")
     names = list(selectors or DEFAULT_SELECTORS)
@@ -222,7 +223,8 @@ def format_table(stats: CarveStats) -> str:
     for r in stats.summary():
         lines.append(
             f"| {r['selector']} | {r['kept_mean']:.0f} | {r['kept_min']} | {r['kept_max']} "
-            f"| {r['bound_mean']:.0f} | {r['cost_mean']:.2f} [{r['cost_min']:.2f}, {r['cost_max']:.2f}] "
+            f"| {r['bound_mean']:.0f} "
+            f"| {r['cost_mean']:.2f} [{r['cost_min']:.2f}, {r['cost_max']:.2f}] "
             f"| {r['recall_mean']:.4f} ({r['recall_min']:.4f}) | {r['of_all_mean']:.3f} "
             f"| {r['ms_mean']:.1f} |"
         )
@@ -238,8 +240,10 @@ def write_plot(stats: CarveStats, path: Path) -> Path:
 
     path = Path(path)
     names = list(dict.fromkeys(r.selector for r in stats.records))
-    cost = [[r.cost for r in stats.records if r.selector == n and np.isfinite(r.cost)] for n in names]
-    rec = [[r.recall for r in stats.records if r.selector == n and np.isfinite(r.recall)] for n in names]
+    cost = [[r.cost for r in stats.records if r.selector == n and np.isfinite(r.cost)]
+            for n in names]
+    rec = [[r.recall for r in stats.records if r.selector == n and np.isfinite(r.recall)]
+           for n in names]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     axes[0].boxplot(cost, showfliers=True)
     axes[0].set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")

@@ -44,7 +44,8 @@ def cube_ndc_bbox(camera, xyz: torch.Tensor, resolution: int) -> tuple[float, fl
     ndc = camera.project_ndc(points)
     ndc = ndc[depth > 0]
     return (
-        float(ndc[:, 0].min()), float(ndc[:, 0].max()), float(ndc[:, 1].min()), float(ndc[:, 1].max())
+        float(ndc[:, 0].min()), float(ndc[:, 0].max()),
+        float(ndc[:, 1].min()), float(ndc[:, 1].max()),
     )
 
 

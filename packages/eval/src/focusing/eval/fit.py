@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,12 +64,14 @@ class FitConfig:
 
     def check(self) -> None:
         """Raise ValueError naming the first setting out of range."""
-        ints = {"resolution": 2, "steps": 0, "views": 1, "views_per_step": 1, "image_size": 8, "n_points": 1}
+        ints = {"resolution": 2, "steps": 0, "views": 1, "views_per_step": 1, "image_size": 8,
+                "n_points": 1}
         for key, lo in ints.items():
             if int(getattr(self, key)) < lo:
                 raise ValueError(f"{key} must be >= {lo}, got {getattr(self, key)}")
         if self.views_per_step > self.views:
-            raise ValueError(f"views_per_step ({self.views_per_step}) exceeds the pool of {self.views} views")
+            raise ValueError(f"views_per_step ({self.views_per_step}) exceeds the pool of "
+                             f"{self.views} views")
         for key in ("lr", "tau", "truncation_voxels"):
             if not float(getattr(self, key)) > 0:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
@@ -140,7 +141,8 @@ def _renderer(name: str | None):
     return name, cls()
 
 
-def _render_pool(renderer, vertices: torch.Tensor, faces: torch.Tensor, cams: list[Camera], chunk: int = 8):
+def _render_pool(renderer, vertices: torch.Tensor, faces: torch.Tensor, cams: list[Camera],
+                 chunk: int = 8):
     """GT maps of all views (depth [B,H,W], normal [B,H,W,3], mask [B,H,W]), float32, no grad."""
     depth, normal, mask, tid = [], [], [], []
     with torch.no_grad():
@@ -169,7 +171,8 @@ def init_features(
 
     SDF channels = fused view TSDF (world units, clamped to +-truncation) of each voxel's corners;
     deformation 0 (raw 0); FlexiCubes weights 1 (raw 0)."""
-    corner_coords, cube_corners = topology if topology is not None else corner_topology(coords, resolution)
+    corner_coords, cube_corners = (topology if topology is not None
+                                   else corner_topology(coords, resolution))
     pos = corner_world_positions(corner_coords[:, 1:], resolution).to(torch.float64)
     tsdf = fuse_view_tsdf(pos, cams, gt_depth, truncation).to(torch.float32)
     feats = torch.zeros(len(cube_corners), FEATURE_CHANNELS)
@@ -177,13 +180,17 @@ def init_features(
     return feats
 
 
-def _to_source_frame(vertices: np.ndarray, faces: np.ndarray, center: np.ndarray, scale: float, source) -> Mesh:
+def _to_source_frame(vertices: np.ndarray, faces: np.ndarray, center: np.ndarray, scale: float,
+                     source) -> Mesh:
     """Unit-box mesh -> the source's frame (inverse of normalize_mesh)."""
-    return Mesh(np.asarray(vertices, np.float64) / scale + center, np.asarray(faces, np.int64), source)
+    return Mesh(np.asarray(vertices, np.float64) / scale + center, np.asarray(faces, np.int64),
+                source)
 
 
-def _extract(feats: torch.Tensor, coords: torch.Tensor, resolution: int, topology) -> tuple[np.ndarray, np.ndarray]:
-    """Inference mesh (2 triangles per quad) of raw features: (vertices [V,3], faces [F,3]) numpy."""
+def _extract(feats: torch.Tensor, coords: torch.Tensor, resolution: int,
+             topology) -> tuple[np.ndarray, np.ndarray]:
+    """Inference mesh (2 triangles per quad) of raw features: (vertices [V,3], faces [F,3])
+    numpy."""
     with torch.no_grad():
         fld = sparseflex_from_features(feats, coords, resolution, topology=topology)
         fm = extract_mesh(fld, training=False)
@@ -249,9 +256,11 @@ def fit_mesh(
             pred = renderer.render(fm.vertices, fm.faces, [cams[i] for i in idx.tolist()])
             terms = render_losses(pred, _subset(gt, idx))
             dev = fm.l_dev * r
-            tv = sparse_tv_loss(fld.corner_coords, fld.corner_sdf * r) if cfg.w_tv > 0 else dev * 0.0
+            tv = (sparse_tv_loss(fld.corner_coords, fld.corner_sdf * r) if cfg.w_tv > 0
+                  else dev * 0.0)
             loss = (
-                cfg.w_depth * terms["depth"] * r / 16.0  # depth in units of 16 voxels: comparable to normals
+                # depth in units of 16 voxels: comparable to normals
+                cfg.w_depth * terms["depth"] * r / 16.0
                 + cfg.w_normal * terms["normal"]
                 + cfg.w_mask * terms["mask"]
                 + cfg.w_dev * dev
@@ -265,7 +274,8 @@ def fit_mesh(
             rec.update(dev=dev.item(), tv=tv.item())
             history.append(rec)
             if cfg.progress and hasattr(steps, "set_postfix"):
-                steps.set_postfix(depth=f"{rec['depth']:.2e}", normal=f"{rec['normal']:.3f}", mask=f"{rec['mask']:.4f}")
+                steps.set_postfix(depth=f"{rec['depth']:.2e}", normal=f"{rec['normal']:.3f}",
+                                  mask=f"{rec['mask']:.4f}")
         t2 = time.perf_counter()
         verts, faces = _extract(param.detach() * unit, coords, r, topology)
         t3 = time.perf_counter()
@@ -281,7 +291,8 @@ def fit_mesh(
     init_metrics = None
     if init_mesh is not None and len(init_mesh[1]):
         init_metrics = evaluate(
-            _to_source_frame(*init_mesh, center, scale, None), raw, n_points=cfg.n_points, tau=cfg.tau, seed=cfg.seed
+            _to_source_frame(*init_mesh, center, scale, None), raw, n_points=cfg.n_points,
+            tau=cfg.tau, seed=cfg.seed,
         )
     return FitResult(
         mesh=fitted,

@@ -21,17 +21,26 @@ def _fail(message: str) -> NoReturn:
 def fit_command(
     mesh: Path = typer.Argument(..., help="Source mesh (OBJ/PLY/OFF/STL/GLB), open or closed."),
     res: int = typer.Option(128, "--res", help="SparseFlex grid resolution R."),
-    steps: int = typer.Option(300, "--steps", help="Adam steps (one random pool view each by default)."),
-    out: Path = typer.Option(..., "--out", help="Where to write the fitted mesh (format from the extension)."),
-    views: int = typer.Option(64, "--views", help="Pool of random orbit views whose GT is rendered once."),
+    steps: int = typer.Option(
+        300, "--steps", help="Adam steps (one random pool view each by default)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Where to write the fitted mesh (format from the extension)."),
+    views: int = typer.Option(
+        64, "--views", help="Pool of random orbit views whose GT is rendered once."),
     views_per_step: int = typer.Option(1, "--views-per-step", help="Pool views rendered per step."),
     image_size: int = typer.Option(256, "--image-size", help="Render size S (S x S pixels)."),
-    lr: float = typer.Option(0.02, "--lr", help="Adam learning rate (SDF channels in voxel units)."),
-    renderer: str = typer.Option(None, "--renderer", help="Renderer plugin name (default: fastest CPU one)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the view pool, view order and evaluation sampling."),
-    points: int = typer.Option(100_000, "--points", help="Surface samples per mesh for the metrics."),
-    tau: float = typer.Option(0.005, "--tau", help="F-score distance (units of the source's largest extent)."),
-    init_metrics: bool = typer.Option(False, "--init-metrics", help="Also score the TSDF initialisation."),
+    lr: float = typer.Option(
+        0.02, "--lr", help="Adam learning rate (SDF channels in voxel units)."),
+    renderer: str = typer.Option(
+        None, "--renderer", help="Renderer plugin name (default: fastest CPU one)."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the view pool, view order and evaluation sampling."),
+    points: int = typer.Option(
+        100_000, "--points", help="Surface samples per mesh for the metrics."),
+    tau: float = typer.Option(
+        0.005, "--tau", help="F-score distance (units of the source's largest extent)."),
+    init_metrics: bool = typer.Option(
+        False, "--init-metrics", help="Also score the TSDF initialisation."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Fit SparseFlex to MESH by render losses (no network); save the mesh to OUT and score it.
@@ -69,8 +78,8 @@ def fit_command(
     m = summary["metrics"]
     lines = [
         f"focusing fit: {mesh} -> {out}",
-        f"  R={res}, {summary['num_voxels']} voxels, {steps} steps, renderer {summary['renderer']}, "
-        f"{summary['threads']} threads",
+        f"  R={res}, {summary['num_voxels']} voxels, {steps} steps, "
+        f"renderer {summary['renderer']}, {summary['threads']} threads",
         f"  time {summary['seconds']:.1f} s (setup {summary['setup_seconds']:.1f} s), "
         f"peak memory {summary['peak_mb']:.0f} MiB",
         f"  chamfer_l2 {m['chamfer_l2']:.4e} (floor {m['floor_chamfer_l2']:.4e}), "

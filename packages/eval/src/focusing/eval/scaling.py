@@ -56,7 +56,8 @@ def predict(fit: dict | None, x: float) -> float | None:
 
 
 def _guess(points: list[dict], key: str, output: int, default_exponent: float) -> float | None:
-    """Predicted value of `key` at `output`: fit of the points so far, else cubic growth from one."""
+    """Predicted value of `key` at `output`: fit of the points so far, else cubic growth from
+    one."""
     ok = [p for p in points if p.get(key)]
     fit = loglog_fit([p["output"] for p in ok], [p[key] for p in ok])
     if fit is not None:
@@ -243,8 +244,9 @@ def scaling_markdown(rep: dict) -> str:
                              f"{p['output_kept']:.0f} / {p['output_all']:.0f}",
                              f"{p['peak_memory_mb']:.0f}", f"{p['child_max_rss_mb']:.0f}",
                              f"{p['time_per_step_s']:.2f}", ""])
-    md.append(_md_table(["setup", "output res", "latents decoded / all", "output cubes meshed / decoded",
-                         "training peak MiB", "child max RSS MiB", "s / step", "note"], rows))
+    md.append(_md_table(["setup", "output res", "latents decoded / all",
+                         "output cubes meshed / decoded", "training peak MiB",
+                         "child max RSS MiB", "s / step", "note"], rows))
     md += ["", "## Fitted growth (y ~ c * res^k over the measured points) and 1024^3", ""]
     rows = []
     for label, r in rep["setups"].items():
@@ -260,10 +262,11 @@ def scaling_markdown(rep: dict) -> str:
     md.append(_md_table(["setup", "memory exponent", "time exponent", "decoded-cubes exponent",
                          "training peak at 1024^3", "process RSS at 1024^3", "s / step at 1024^3"],
                         rows))
-    md += ["", f"The paper states that Focusing trains a 1024^3 VAE in under {rep['paper_claim_gb']:.0f} GB "
-           "(GPU, its full-size model, bf16). These figures are for a tiny model on the CPU (float32), "
-           "so they speak to how the cost grows with resolution (the exponents), not to absolute "
-           "GPU memory.", "", f"![scaling]({rep['plot']})", ""]
+    md += ["", "The paper states that Focusing trains a 1024^3 VAE in under "
+           f"{rep['paper_claim_gb']:.0f} GB (GPU, its full-size model, bf16). These figures are "
+           "for a tiny model on the CPU (float32), so they speak to how the cost grows with "
+           "resolution (the exponents), not to absolute GPU memory.",
+           "", f"![scaling]({rep['plot']})", ""]
     return "\n".join(md)
 
 

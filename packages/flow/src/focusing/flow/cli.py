@@ -20,13 +20,21 @@ def _fail(message: str):
 
 
 def train_flow_command(
-    stage: str = typer.Option(..., "--stage", help="structure (structure VAE, then structure flow) or latent."),
-    vae: Optional[Path] = typer.Option(None, "--vae", help="Shape VAE run folder (from `focusing train`)."),
+    stage: str = typer.Option(
+        ..., "--stage", help="structure (structure VAE, then structure flow) or latent."),
+    vae: Optional[Path] = typer.Option(
+        None, "--vae", help="Shape VAE run folder (from `focusing train`)."),
     data: Path = typer.Option(..., "--data", help="Folder of meshes (the VAE's training meshes)."),
-    out: Path = typer.Option(..., "--out", help="Run folder (config, summary, TensorBoard, checkpoints)."),
-    overrides: List[str] = typer.Option([], "--set", help="Override a flow setting: key=value (TOML value)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest intact checkpoint (its stored config, --set on top)."),
-    allow_changes: bool = typer.Option(False, "--allow-changes", help="With --resume: accept --set changes to the stored config (not in model shape); recorded in config_changes.json."),
+    out: Path = typer.Option(
+        ..., "--out", help="Run folder (config, summary, TensorBoard, checkpoints)."),
+    overrides: List[str] = typer.Option(
+        [], "--set", help="Override a flow setting: key=value (TOML value)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its newest intact checkpoint (its "
+                                "stored config, --set on top)."),
+    allow_changes: bool = typer.Option(
+        False, "--allow-changes", help="With --resume: accept --set changes to the stored config "
+                                       "(not in model shape); recorded in config_changes.json."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train one stage of the image-to-3D flow on the latents of a trained shape VAE (on core's
@@ -59,7 +67,8 @@ def train_flow_command(
             cfg["vae_run"] = str(vae)
         trainer = FlowTrainer(cfg, data, out, resume=resume, progress=not quiet,
                               allow_changes=allow_changes)
-    except (ConfigError, PluginError, FileNotFoundError, FileExistsError, ValueError, CheckpointError) as exc:
+    except (ConfigError, PluginError, FileNotFoundError, FileExistsError, ValueError,
+            CheckpointError) as exc:
         _fail(str(exc))
     try:
         history = trainer.fit()
@@ -71,24 +80,32 @@ def train_flow_command(
     if trainer.dist.is_main:
         skipped = trainer.engine.skipped_total
         typer.echo(f"trained the {stage} flow to step {trainer.step}: loss {last_loss(history):.5f}"
-                   f"{f' ({skipped} non-finite steps skipped)' if skipped else ''}; run folder {out} "
-                   f"(tensorboard --logdir {out})")
+                   f"{f' ({skipped} non-finite steps skipped)' if skipped else ''}; "
+                   f"run folder {out} (tensorboard --logdir {out})")
 
 
 train_flow_command.command_name = "train-flow"
 
 
 def generate_command(
-    image: Optional[Path] = typer.Argument(None, help="Condition image (PNG with alpha, or any RGB image)."),
+    image: Optional[Path] = typer.Argument(
+        None, help="Condition image (PNG with alpha, or any RGB image)."),
     structure: Path = typer.Option(..., "--structure", help="Structure-stage run folder."),
     latent: Path = typer.Option(..., "--latent", help="Latent-stage run folder."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output mesh (.ply, .obj, ...), in the unit box."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Euler steps (default: the runs' sampler.steps)."),
-    cfg: Optional[float] = typer.Option(None, "--cfg", help="CFG strength of both stages (default: the runs')."),
+    output: Path = typer.Option(
+        ..., "-o", "--output", help="Output mesh (.ply, .obj, ...), in the unit box."),
+    steps: Optional[int] = typer.Option(
+        None, "--steps", help="Euler steps (default: the runs' sampler.steps)."),
+    cfg: Optional[float] = typer.Option(
+        None, "--cfg", help="CFG strength of both stages (default: the runs')."),
     seed: int = typer.Option(0, "--seed", help="Noise seed (same seed, same mesh)."),
-    mesh: Optional[Path] = typer.Option(None, "--mesh", help="Condition on a render of this mesh instead of IMAGE."),
-    view: int = typer.Option(0, "--view", help="With --mesh: the view index (views >= views.count were held out)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Shape VAE occupancy logit to keep a voxel (default: the VAE run's calibrated one, calibration.json)."),
+    mesh: Optional[Path] = typer.Option(
+        None, "--mesh", help="Condition on a render of this mesh instead of IMAGE."),
+    view: int = typer.Option(
+        0, "--view", help="With --mesh: the view index (views >= views.count were held out)."),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", help="Shape VAE occupancy logit to keep a voxel (default: the VAE "
+                                  "run's calibrated one, calibration.json)."),
     allow_vae_change: bool = typer.Option(False, "--allow-vae-change", help=ALLOW_VAE_CHANGE_HELP),
 ) -> None:
     """Generate a mesh from one image (or from a render of --mesh) with the two flow stages."""
@@ -108,9 +125,11 @@ def generate_command(
         _fail(str(exc))
     if len(result.mesh.faces) == 0:
         _fail("the decoded surface is empty: the sampled latents hold no surface for the shape VAE "
-              "(after short training of the VAE or the latent flow); train longer, or try another --seed")
+              "(after short training of the VAE or the latent flow); train longer, or try another "
+              "--seed")
     save_mesh(result.mesh, output)
-    typer.echo(f"wrote {output}: {len(result.mesh.vertices)} vertices, {len(result.mesh.faces)} faces, "
+    typer.echo(f"wrote {output}: {len(result.mesh.vertices)} vertices, "
+               f"{len(result.mesh.faces)} faces, "
                f"{len(result.structure)} latent voxels, {result.seconds:.2f} s")
 
 
@@ -120,12 +139,15 @@ generate_command.command_name = "generate"
 def eval_flow_command(
     structure: Path = typer.Option(..., "--structure", help="Structure-stage run folder."),
     latent: Path = typer.Option(..., "--latent", help="Latent-stage run folder."),
-    data: Path = typer.Option(..., "--data", help="Folder of meshes to evaluate (their held-out views are used)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the per-view results and means as JSON."),
+    data: Path = typer.Option(
+        ..., "--data", help="Folder of meshes to evaluate (their held-out views are used)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Write the per-view results and means as JSON."),
     steps: Optional[int] = typer.Option(None, "--steps"),
     cfg: Optional[float] = typer.Option(None, "--cfg"),
     seed: int = typer.Option(0, "--seed"),
-    points: int = typer.Option(100_000, "--points", help="Surface samples per mesh for Chamfer/F-score."),
+    points: int = typer.Option(
+        100_000, "--points", help="Surface samples per mesh for Chamfer/F-score."),
     threshold: Optional[float] = typer.Option(None, "--threshold"),
     allow_vae_change: bool = typer.Option(False, "--allow-vae-change", help=ALLOW_VAE_CHANGE_HELP),
 ) -> None:

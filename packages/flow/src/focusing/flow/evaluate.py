@@ -43,13 +43,16 @@ def evaluate_flow(structure_run: Path, latent_run: Path, data_dir: Path, steps: 
             if len(res.mesh.faces):
                 m5 = evaluate(res.mesh, gt, n_points=points, tau=0.005, seed=seed)
                 m10 = evaluate(res.mesh, gt, n_points=points, tau=0.01, seed=seed)
-                row.update({"chamfer_l2": m5["chamfer_l2"], "f_0.005": m5["fscore"], "f_0.01": m10["fscore"]})
+                row.update({"chamfer_l2": m5["chamfer_l2"], "f_0.005": m5["fscore"],
+                            "f_0.01": m10["fscore"]})
             else:
                 row.update({"f_0.005": 0.0, "f_0.01": 0.0})
             rows.append(row)
     keys = ("iou", "chamfer_l2", "f_0.005", "f_0.01", "seconds")
-    means = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys if any(k in r for r in rows)}
-    return {"convention": "both meshes in the gt's unit box; CD L2 = sum of the two mean squared NN distances",
+    means = {k: float(np.mean([r[k] for r in rows if k in r]))
+             for k in keys if any(k in r for r in rows)}
+    return {"convention": "both meshes in the gt's unit box; "
+                          "CD L2 = sum of the two mean squared NN distances",
             "held_out_views": list(held_out), "rows": rows, "mean": means}
 
 
@@ -63,5 +66,6 @@ def format_table(report: dict) -> str:
                      f"{r['f_0.01']:>8.3f}{r.get('seconds', float('nan')):>8.2f}")
     m = report["mean"]
     lines.append(f"{'mean':<29}{m.get('iou', 0):>8.3f}{m.get('chamfer_l2', float('nan')):>12.3e}"
-                 f"{m.get('f_0.005', 0):>8.3f}{m.get('f_0.01', 0):>8.3f}{m.get('seconds', float('nan')):>8.2f}")
+                 f"{m.get('f_0.005', 0):>8.3f}{m.get('f_0.01', 0):>8.3f}"
+                 f"{m.get('seconds', float('nan')):>8.2f}")
     return "\n".join(lines)

@@ -52,35 +52,39 @@ class ImageTo3D:
                           if calibrated is None else calibrated)
         r_s, r_l = self.structure.resolution, self.latent.resolution
         if r_s != r_l or r_l != int(self.vae_cfg["model"]["latent_resolution"]):
-            raise ValueError(f"the runs disagree on the latent resolution: structure {r_s}, latent {r_l}, "
-                             f"VAE {self.vae_cfg['model']['latent_resolution']}")
+            raise ValueError(f"the runs disagree on the latent resolution: structure {r_s}, "
+                             f"latent {r_l}, VAE {self.vae_cfg['model']['latent_resolution']}")
 
     def render_view(self, mesh_path: Path, k: int) -> torch.Tensor:
-        """RGBA [4,H,W] of view k of a mesh (normalised to the unit box), as the runs' views are made."""
+        """RGBA [4,H,W] of view k of a mesh (normalised to the unit box), as the runs' views are
+        made."""
         mesh = load_mesh(mesh_path)
         camera = view_camera(k, view_settings(self.structure_cfg))
-        return render_rgba(torch.as_tensor(mesh.vertices).float(), torch.as_tensor(mesh.faces), camera)
+        return render_rgba(torch.as_tensor(mesh.vertices).float(), torch.as_tensor(mesh.faces),
+                           camera)
 
     def _tokens(self, stage, cfg: dict, rgba: torch.Tensor) -> torch.Tensor:
         image = preprocess(rgba, int(cfg["views"]["image_size"]))[None]
         return stage.encode_images(image)
 
     @torch.no_grad()
-    def sample_structure(self, rgba: torch.Tensor, steps: int, cfg_strength: float, seed: int) -> torch.Tensor:
+    def sample_structure(self, rgba: torch.Tensor, steps: int, cfg_strength: float,
+                         seed: int) -> torch.Tensor:
         """Latent voxels [K,3] at R sampled for an image RGBA [4,H,W]."""
         model: StructureStage = self.structure
         s = self.structure_cfg["sampler"]
         tokens = self._tokens(model, self.structure_cfg, rgba)
         g = model.grid
-        noise = torch.randn(1, model.svae.latent_channels, g, g, g, generator=torch.Generator().manual_seed(seed))
+        noise = torch.randn(1, model.svae.latent_channels, g, g, g,
+                            generator=torch.Generator().manual_seed(seed))
         z = rf.euler_sample(lambda x, t, c: model.dit(x, torch.full((1,), t), c), noise, tokens,
                             torch.zeros_like(tokens), steps, float(s["rescale_t"]), cfg_strength,
                             tuple(s["cfg_interval"]))
         return occupied_coords(model.svae.decode(z))
 
     @torch.no_grad()
-    def sample_latents(self, rgba: torch.Tensor, coords: torch.Tensor, steps: int, cfg_strength: float,
-                       seed: int) -> SparseTensor:
+    def sample_latents(self, rgba: torch.Tensor, coords: torch.Tensor, steps: int,
+                       cfg_strength: float, seed: int) -> SparseTensor:
         """VAE latents [K,C] on voxels coords [K,3] for an image (denormalised)."""
         model: LatentStage = self.latent
         s = self.latent_cfg["sampler"]
@@ -89,9 +93,10 @@ class ImageTo3D:
                               torch.zeros(len(coords), 0), model.resolution).sort()[0]
         c = model.dit.in_channels
         noise = torch.randn(len(coords), c, generator=torch.Generator().manual_seed(seed + 1))
-        feats = rf.euler_sample(lambda x, t, ctx: model.dit(voxels.replace(x), torch.full((1,), t), ctx).feats,
-                                noise, tokens, torch.zeros_like(tokens), steps, float(s["rescale_t"]),
-                                cfg_strength, tuple(s["cfg_interval"]))
+        feats = rf.euler_sample(
+            lambda x, t, ctx: model.dit(voxels.replace(x), torch.full((1,), t), ctx).feats,
+            noise, tokens, torch.zeros_like(tokens), steps, float(s["rescale_t"]), cfg_strength,
+            tuple(s["cfg_interval"]))
         return voxels.replace(model.denormalize(feats))
 
     @torch.no_grad()
@@ -104,16 +109,19 @@ class ImageTo3D:
         result = extract_mesh(sparseflex_from_features(out), training=False)
         return Mesh(result.vertices.double().numpy(), result.faces.numpy(), None)
 
-    def generate(self, rgba: torch.Tensor, steps: int | None = None, cfg_structure: float | None = None,
-                 cfg_latent: float | None = None, seed: int = 0, threshold: float | None = None) -> Generated:
-        """Image RGBA [4,H,W] (or RGB [3,H,W]) in [0, 1] -> a generated shape; deterministic by seed."""
+    def generate(self, rgba: torch.Tensor, steps: int | None = None,
+                 cfg_structure: float | None = None, cfg_latent: float | None = None,
+                 seed: int = 0, threshold: float | None = None) -> Generated:
+        """Image RGBA [4,H,W] (or RGB [3,H,W]) in [0, 1] -> a generated shape; deterministic by
+        seed."""
         t0 = time.perf_counter()
         ss, sl = self.structure_cfg["sampler"], self.latent_cfg["sampler"]
         coords = self.sample_structure(rgba, int(steps or ss["steps"]),
-                                       float(ss["cfg_structure"] if cfg_structure is None else cfg_structure), seed)
+                                       float(ss["cfg_structure"] if cfg_structure is None
+                                             else cfg_structure), seed)
         if len(coords) == 0:
-            raise RuntimeError("the structure flow generated an empty structure (every voxel logit <= 0): "
-                               "train the structure stage longer, or try another --seed")
+            raise RuntimeError("the structure flow generated an empty structure (every voxel logit "
+                               "<= 0): train the structure stage longer, or try another --seed")
         z = self.sample_latents(rgba, coords, int(steps or sl["steps"]),
                                 float(sl["cfg_latent"] if cfg_latent is None else cfg_latent), seed)
         mesh = self.decode(z, threshold)

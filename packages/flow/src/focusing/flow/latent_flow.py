@@ -18,7 +18,8 @@ from torch import nn
 from focusing.core.sparse import hashing
 from focusing.core.sparse.nn import SubMConv3d
 from focusing.core.sparse.tensor import SparseTensor
-from focusing.flow.modules import ModulatedBlock, TimestepEmbedder, sinusoidal_position_3d, zero_linear
+from focusing.flow.modules import (ModulatedBlock, TimestepEmbedder, sinusoidal_position_3d,
+                                   zero_linear)
 
 
 def batch_sorted(x: SparseTensor) -> SparseTensor:
@@ -39,7 +40,8 @@ def mean_pool(x: SparseTensor) -> tuple[SparseTensor, torch.Tensor]:
     keys, inverse = torch.unique(hashing.pack(parent), return_inverse=True)
     counts = torch.bincount(inverse, minlength=keys.numel()).to(x.feats.dtype)
     sums = x.feats.new_zeros((keys.numel(), x.num_channels)).index_add_(0, inverse, x.feats)
-    pooled = SparseTensor(hashing.unpack(keys), sums / counts[:, None], x.resolution // 2, x.batch_size)
+    pooled = SparseTensor(hashing.unpack(keys), sums / counts[:, None], x.resolution // 2,
+                          x.batch_size)
     return pooled, inverse
 
 
@@ -71,22 +73,25 @@ class LatentFlowDiT(nn.Module):
     """Velocity of packed latents x (SparseTensor [N,C] at R, batch-sorted) at per-shape times
     t [B] given image tokens [B,T,C_ctx]; a SparseTensor [N,C] on x's coords."""
 
-    def __init__(self, in_channels: int = 8, io_channels: int = 32, width: int = 128, depth: int = 4,
-                 heads: int = 4, context_dim: int = 64, mlp_ratio: float = 4.0, backend: str = "torch"):
+    def __init__(self, in_channels: int = 8, io_channels: int = 32, width: int = 128,
+                 depth: int = 4, heads: int = 4, context_dim: int = 64, mlp_ratio: float = 4.0,
+                 backend: str = "torch"):
         super().__init__()
         self.in_channels, self.width = int(in_channels), int(width)
         self.t_embedder = TimestepEmbedder(width)
         self.input_layer = nn.Linear(in_channels, io_channels)
         self.res_in = EmbResBlock(io_channels, io_channels, width, backend)
         self.res_down = EmbResBlock(io_channels, width, width, backend)
-        self.blocks = nn.ModuleList(ModulatedBlock(width, context_dim, heads, mlp_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(ModulatedBlock(width, context_dim, heads, mlp_ratio)
+                                    for _ in range(depth))
         self.res_up = EmbResBlock(width + io_channels, io_channels, width, backend)
         self.out_layer = zero_linear(io_channels, in_channels)
 
     def forward(self, x: SparseTensor, t: torch.Tensor, context: torch.Tensor) -> SparseTensor:
         """Predicted velocity of x's feats at times t (in [0, 1], one per shape)."""
         if x.num_channels != self.in_channels:
-            raise ValueError(f"LatentFlowDiT: expected {self.in_channels} channels, got {x.num_channels}")
+            raise ValueError(
+                f"LatentFlowDiT: expected {self.in_channels} channels, got {x.num_channels}")
         if not x.is_batch_sorted():
             raise ValueError("LatentFlowDiT: rows must be grouped by shape (use batch_sorted)")
         b = context.shape[0]
@@ -98,7 +103,8 @@ class LatentFlowDiT(nn.Module):
         coarse, parent_row = mean_pool(skip)
         coarse_rows = coarse.coords[:, 0]
         coarse = self.res_down(coarse, t_emb[coarse_rows])
-        tokens = coarse.feats + sinusoidal_position_3d(coarse.coords[:, 1:], self.width).to(coarse.feats)
+        tokens = coarse.feats + sinusoidal_position_3d(coarse.coords[:, 1:],
+                                                       self.width).to(coarse.feats)
         offsets = row_offsets(coarse)
         emb = t_emb[coarse_rows]
         for block in self.blocks:

@@ -22,17 +22,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
+def timestep_embedding(t: torch.Tensor, dim: int = 256,
+                       max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding [B, dim] = [cos(t f), sin(t f)] of (already scaled) times t [B]."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    freqs = torch.exp(-math.log(max_period)
+                      * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.float()[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return F.pad(emb, (0, dim % 2))
 
 
 class TimestepEmbedder(nn.Module):
-    """t in [0, 1] -> t * 1000 -> 256-frequency sinusoid -> Linear, SiLU, Linear: [B] -> [B, width]."""
+    """t in [0, 1] -> t * 1000 -> 256-frequency sinusoid -> Linear, SiLU, Linear: [B] ->
+    [B, width]."""
 
     def __init__(self, width: int, frequencies: int = 256):
         super().__init__()
@@ -48,7 +51,8 @@ def sinusoidal_position_3d(coords: torch.Tensor, dim: int) -> torch.Tensor:
     """TRELLIS's absolute position embedding of integer voxel coords [N,3]: per axis
     [sin(x f), cos(x f)] with f = 10000^(-i / F), F = dim // 6, zero-padded to [N, dim]."""
     freq_dim = dim // 3 // 2
-    freqs = 1.0 / (10000 ** (torch.arange(freq_dim, dtype=torch.float32, device=coords.device) / freq_dim))
+    freqs = 1.0 / (10000 ** (torch.arange(freq_dim, dtype=torch.float32, device=coords.device)
+                             / freq_dim))
     args = coords.float()[:, :, None] * freqs  # [N,3,F]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1).reshape(coords.shape[0], -1)
     return F.pad(emb, (0, dim - emb.shape[1]))
@@ -72,7 +76,8 @@ def _uniform_length(offsets: list[int]) -> int | None:
     return lengths.pop() if len(lengths) == 1 else None
 
 
-def packed_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: list[int]) -> torch.Tensor:
+def packed_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          offsets: list[int]) -> torch.Tensor:
     """Full attention within each segment [offsets[b], offsets[b+1]) of q, k, v [N,H,d]; [N,H,d]."""
     n, h, d = q.shape
     length = _uniform_length(offsets)
@@ -88,7 +93,8 @@ def packed_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, off
     return out
 
 
-def packed_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: list[int]) -> torch.Tensor:
+def packed_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                           offsets: list[int]) -> torch.Tensor:
     """Rows of segment b (q [N,H,d]) attend to sample b's context k, v [B,T,H,d]; [N,H,d]."""
     n, h, d = q.shape
     length = _uniform_length(offsets)
@@ -100,7 +106,8 @@ def packed_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, of
     out = torch.empty_like(q)
     for i, (a, e) in enumerate(zip(offsets[:-1], offsets[1:])):
         if e > a:
-            out[a:e] = F.scaled_dot_product_attention(q[a:e].transpose(0, 1)[None], kk[i:i + 1], vv[i:i + 1])[0].transpose(0, 1)
+            out[a:e] = F.scaled_dot_product_attention(q[a:e].transpose(0, 1)[None], kk[i:i + 1],
+                                                      vv[i:i + 1])[0].transpose(0, 1)
     return out
 
 
@@ -157,14 +164,17 @@ class ModulatedBlock(nn.Module):
         self.cross_attn = CrossAttention(width, context_dim, heads)
         self.norm3 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         hidden = int(width * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"),
+                                 nn.Linear(hidden, width))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
         nn.init.zeros_(self.adaLN_modulation[1].weight)
         nn.init.zeros_(self.adaLN_modulation[1].bias)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, offsets: list[int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor,
+                offsets: list[int]) -> torch.Tensor:
         """One modulated self-attention, cross-attention and MLP update."""
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(emb).chunk(6, dim=1)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
+            self.adaLN_modulation(emb).chunk(6, dim=1))
         h = self.norm1(x) * (1 + scale_msa) + shift_msa
         x = x + gate_msa * self.self_attn(h, offsets)
         x = x + self.cross_attn(self.norm2(x), context, offsets)

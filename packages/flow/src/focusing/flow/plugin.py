@@ -7,7 +7,8 @@ from focusing.core.plugins import hookimpl
 
 @hookimpl
 def focusing_image_encoders() -> list:
-    """Image encoders: cnn (trained jointly, always), efficientnet-lite0 (extra), dinov2 (local file)."""
+    """Image encoders: cnn (trained jointly, always), efficientnet-lite0 (extra), dinov2 (local
+    file)."""
     from focusing.flow.encoders.cnn import CNNEncoder
     from focusing.flow.encoders.dinov2 import DinoV2Encoder
     from focusing.flow.encoders.efficientnet import EfficientNetLite0Encoder

@@ -41,7 +41,8 @@ def interpolate(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
     return (1 - tb) * x0 + (sigma_min + (1 - sigma_min) * tb) * eps
 
 
-def velocity_target(x0: torch.Tensor, eps: torch.Tensor, sigma_min: float = SIGMA_MIN) -> torch.Tensor:
+def velocity_target(x0: torch.Tensor, eps: torch.Tensor,
+                    sigma_min: float = SIGMA_MIN) -> torch.Tensor:
     """The velocity dx_t/dt = (1 - sigma_min) eps - x_0 (independent of t); [B, ...]."""
     return (1 - sigma_min) * eps - x0
 
@@ -67,8 +68,9 @@ def flow_loss(velocity: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor,
     return torch.nn.functional.mse_loss(velocity, velocity_target(x0, eps, sigma_min))
 
 
-def packed_flow_loss(velocity: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, sample: torch.Tensor,
-                     samples: int, sigma_min: float = SIGMA_MIN) -> torch.Tensor:
+def packed_flow_loss(velocity: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor,
+                     sample: torch.Tensor, samples: int,
+                     sigma_min: float = SIGMA_MIN) -> torch.Tensor:
     """flow_loss of each sample of a packed batch (rows [N,C], sample index [N] in [0, samples)),
     then the mean over samples; scalar. Each shape weighs the same whatever its token count, so
     a batch split over processes (each averaging its own shapes) gives the same gradient."""

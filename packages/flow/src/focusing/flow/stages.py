@@ -148,19 +148,23 @@ class _Stage(nn.Module):
 
 
 class StructureStage(_Stage):
-    """Structure VAE over the shape VAE's latent occupancy R^3 plus the structure DiT on its G^3 latent."""
+    """Structure VAE over the shape VAE's latent occupancy R^3 plus the structure DiT on its G^3
+    latent."""
 
     def __init__(self, cfg: dict, vae_cfg: dict, encoder: ImageEncoder):
         super().__init__()
         sv, sf = cfg["structure_vae"], cfg["structure_flow"]
         self.resolution = int(vae_cfg["model"]["latent_resolution"])
-        self.svae = StructureVAE(sv["channels"], int(sv["latent_channels"]), int(sv["blocks_per_level"]))
+        self.svae = StructureVAE(sv["channels"], int(sv["latent_channels"]),
+                                 int(sv["blocks_per_level"]))
         if self.resolution % self.svae.factor:
-            raise ConfigError(f"the VAE's latent_resolution {self.resolution} is not divisible by the structure "
-                              f"VAE's factor {self.svae.factor} (structure_vae.channels)")
+            raise ConfigError(f"the VAE's latent_resolution {self.resolution} is not divisible by "
+                              f"the structure VAE's factor {self.svae.factor} "
+                              "(structure_vae.channels)")
         self.grid = self.resolution // self.svae.factor
-        self.dit = StructureDiT(self.grid, int(sv["latent_channels"]), int(sf["width"]), int(sf["depth"]),
-                                int(sf["heads"]), encoder.out_channels, float(sf["mlp_ratio"]))
+        self.dit = StructureDiT(self.grid, int(sv["latent_channels"]), int(sf["width"]),
+                                int(sf["depth"]), int(sf["heads"]), encoder.out_channels,
+                                float(sf["mlp_ratio"]))
         self._set_encoder(encoder)
 
 
@@ -172,8 +176,9 @@ class LatentStage(_Stage):
         lf = cfg["latent_flow"]
         c = int(vae_cfg["model"]["latent_channels"])
         self.resolution = int(vae_cfg["model"]["latent_resolution"])
-        self.dit = LatentFlowDiT(c, int(lf["io_channels"]), int(lf["width"]), int(lf["depth"]), int(lf["heads"]),
-                                 encoder.out_channels, float(lf["mlp_ratio"]), vae_cfg["backend"]["sparse"])
+        self.dit = LatentFlowDiT(c, int(lf["io_channels"]), int(lf["width"]), int(lf["depth"]),
+                                 int(lf["heads"]), encoder.out_channels, float(lf["mlp_ratio"]),
+                                 vae_cfg["backend"]["sparse"])
         self.register_buffer("latent_mean", torch.zeros(c))
         self.register_buffer("latent_std", torch.ones(c))
         self._set_encoder(encoder)
@@ -196,8 +201,10 @@ def build_stage(cfg: dict, vae_cfg: dict) -> _Stage:
     return stage.build(cfg, vae_cfg, encoder)
 
 
-def load_stage(run_dir: Path, expect: str | None = None, step: int | None = None) -> tuple[_Stage, dict]:
-    """The stage module of a `train-flow` run folder (weights of `step`, default latest) and its config."""
+def load_stage(run_dir: Path, expect: str | None = None,
+               step: int | None = None) -> tuple[_Stage, dict]:
+    """The stage module of a `train-flow` run folder (weights of `step`, default latest) and its
+    config."""
     from focusing.core.engine import load_weights, read_run_config
 
     run_dir = Path(run_dir)

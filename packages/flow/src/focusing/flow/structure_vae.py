@@ -60,8 +60,8 @@ class StructureVAE(nn.Module):
 
     channels: widths per level from fine to coarse (TRELLIS: [32, 128, 512])."""
 
-    def __init__(self, channels: list[int] | tuple[int, ...] = (16, 32, 64), latent_channels: int = 8,
-                 blocks_per_level: int = 2):
+    def __init__(self, channels: list[int] | tuple[int, ...] = (16, 32, 64),
+                 latent_channels: int = 8, blocks_per_level: int = 2):
         super().__init__()
         self.channels = [int(c) for c in channels]
         self.latent_channels = int(latent_channels)
@@ -75,7 +75,8 @@ class StructureVAE(nn.Module):
         enc += [ResBlock3d(ch[-1]), ChannelLayerNorm3d(ch[-1]), nn.SiLU(),
                 nn.Conv3d(ch[-1], 2 * self.latent_channels, 3, padding=1)]
         self.encoder = nn.Sequential(*enc)
-        dec: list[nn.Module] = [nn.Conv3d(self.latent_channels, ch[-1], 3, padding=1), ResBlock3d(ch[-1])]
+        dec: list[nn.Module] = [nn.Conv3d(self.latent_channels, ch[-1], 3, padding=1),
+                                ResBlock3d(ch[-1])]
         for i in range(len(ch) - 1, -1, -1):
             dec += [ResBlock3d(ch[i]) for _ in range(blocks_per_level)]
             if i > 0:
@@ -86,7 +87,8 @@ class StructureVAE(nn.Module):
     def encode(self, occupancy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Occupancy [B,1,R,R,R] (0/1 float) -> latent mean, logvar [B,C,R/f,R/f,R/f]."""
         if occupancy.shape[-1] % self.factor:
-            raise ValueError(f"grid {occupancy.shape[-1]} is not divisible by the VAE's factor {self.factor}")
+            raise ValueError(
+                f"grid {occupancy.shape[-1]} is not divisible by the VAE's factor {self.factor}")
         mean, logvar = self.encoder(occupancy).chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
@@ -156,7 +158,8 @@ def occupied_coords(logits: torch.Tensor) -> torch.Tensor:
 
 
 def iou(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Intersection over union of two boolean (or 0/1) grids of the same shape; 1 when both empty."""
+    """Intersection over union of two boolean (or 0/1) grids of the same shape; 1 when both
+    empty."""
     p, t = pred.bool(), target.bool()
     union = (p | t).sum().item()
     return 1.0 if union == 0 else (p & t).sum().item() / union

@@ -65,7 +65,8 @@ class FlowShape:
     views: torch.Tensor            # [V,3,S,S] training + held-out views
     occupancy: torch.Tensor        # [1,R,R,R] 0/1
     coords: torch.Tensor           # [K,3] active latent voxels
-    latents: torch.Tensor | None = None  # [K,C] the VAE's latent means (standardised once the stats are known)
+    # [K,C] the VAE's latent means (standardised once the stats are known)
+    latents: torch.Tensor | None = None
 
 
 def flow_train_config(train: dict) -> TrainConfig:
@@ -112,7 +113,8 @@ class _FlowStep(TrainStep):
         self.device = device
         self.seed, self.batch = int(cfg["train"]["seed"]), int(cfg["train"]["batch_size"])
 
-    def draws(self, step: int, slots: list[int]) -> tuple[list[FlowShape], torch.Tensor, list[torch.Generator]]:
+    def draws(self, step: int,
+              slots: list[int]) -> tuple[list[FlowShape], torch.Tensor, list[torch.Generator]]:
         """The shapes of `slots` at `step`, one training view each [B,3,S,S] and one generator
         per slot, all fixed by (seed, step, slot)."""
         order = shape_order(len(self.shapes), step, self.batch, self.seed)
@@ -125,8 +127,10 @@ class _FlowStep(TrainStep):
             gens.append(torch.Generator().manual_seed(int(rng.integers(2**62))))
         return shapes, torch.stack(views).to(self.device), gens
 
-    def flow_draws(self, tokens: torch.Tensor, shapes_rows: list[tuple[int, ...]],
-                   gens: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def flow_draws(
+        self, tokens: torch.Tensor, shapes_rows: list[tuple[int, ...]],
+        gens: list[torch.Generator],
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Per slot: its condition (zeroed with probability flow.cond_drop), its t and noise of
         shape shapes_rows[i]; (tokens [B,T,C], t [B], [noise_i])."""
         fl = self.cfg["flow"]
@@ -181,7 +185,8 @@ class StructureStep(_FlowStep):
 
     shape_keys = STRUCTURE_SHAPE_KEYS
 
-    def __init__(self, cfg: dict, shapes: list[FlowShape], stage: StructureStage, device: torch.device):
+    def __init__(self, cfg: dict, shapes: list[FlowShape], stage: StructureStage,
+                 device: torch.device):
         super().__init__(cfg, shapes, stage, device)
         stage.svae.requires_grad_(False)
 
@@ -221,7 +226,8 @@ class LatentStep(_FlowStep):
         """Flow-matching loss of the slots' shapes."""
         shapes, images, gens = self.draws(step, slots)
         r = self.stage.resolution
-        parts = [SparseTensor(torch.cat([s.coords.new_zeros(len(s.coords), 1), s.coords], 1), s.latents, r)
+        parts = [SparseTensor(torch.cat([s.coords.new_zeros(len(s.coords), 1), s.coords], 1),
+                              s.latents, r)
                  for s in shapes]
         latents = collate(parts).to(self.device)
         tokens, t, noise = self.flow_draws(self.stage.encode_images(images),
@@ -238,7 +244,8 @@ def structure_vae_config(cfg: dict) -> dict:
     """The config of the structure VAE's own run: its table, and [train] with its steps and lr."""
     sv = cfg["structure_vae"]
     train = {**cfg["train"], "steps": int(sv["steps"]), "lr": float(sv["lr"])}
-    return {"stage": "structure_vae", "vae_run": cfg["vae_run"], "structure_vae": sv, "train": train}
+    return {"stage": "structure_vae", "vae_run": cfg["vae_run"], "structure_vae": sv,
+            "train": train}
 
 
 def flow_stage(name: str) -> FlowStage:
@@ -359,10 +366,12 @@ class FlowTrainer:
         if resume and not (self.run_dir / "config.json").exists():
             raise FileNotFoundError(f"--resume: {self.run_dir} holds no run")
         if not resume and (self.run_dir / "config.json").exists():
-            raise FileExistsError(f"run folder {self.run_dir} already holds a run; use --resume or another --out")
+            raise FileExistsError(f"run folder {self.run_dir} already holds a run; use --resume or "
+                                  "another --out")
         check_run_folder(self.run_dir, cfg, flow_resume, allow_changes,
                          self.stage_plugin.shape_keys)
-        self.dist = dist_info or prepare(self.train)  # seeds torch: the same weights for the same seed
+        # seeds torch: the same weights for the same seed
+        self.dist = dist_info or prepare(self.train)
         if self.dist.is_main and not flow_resume:
             # written now (the engine rewrites it) so that a run stopped in the structure VAE's
             # phase can be resumed

@@ -32,11 +32,13 @@ def view_camera(k: int, settings: dict) -> Camera:
     radius = float(settings["radius"])
     size = int(settings["render_size"])
     half_diag = 3**0.5 / 2
-    return Camera.looking_at(d * radius, fov_y_deg=float(settings["fov_y_deg"]), width=size, height=size,
-                             near=max(radius - half_diag - 0.05, 1e-2), far=radius + half_diag + 0.05)
+    return Camera.looking_at(d * radius, fov_y_deg=float(settings["fov_y_deg"]), width=size,
+                             height=size, near=max(radius - half_diag - 0.05, 1e-2),
+                             far=radius + half_diag + 0.05)
 
 
-def render_rgba(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera, renderer=None) -> torch.Tensor:
+def render_rgba(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera,
+                renderer=None) -> torch.Tensor:
     """Normal-shaded RGBA [4,H,W] in [0, 1] (RGB premultiplied by alpha) of a mesh [V,3], [F,3]."""
     if renderer is None:
         from focusing.core.plugins import get_registry
@@ -58,7 +60,8 @@ def preprocess(rgba: torch.Tensor, size: int, margin: float = 1.2) -> torch.Tens
     if rgba.shape[0] == 3:
         rgba = torch.cat([rgba, torch.ones_like(rgba[:1])])
     alpha = rgba[3]
-    rgb = rgba[:3] * alpha  # premultiplied on black (idempotent for our renders: alpha is 0 or 1 almost everywhere)
+    # premultiplied on black (idempotent for our renders: alpha is 0 or 1 almost everywhere)
+    rgb = rgba[:3] * alpha
     ys, xs = torch.nonzero(alpha > 0.5, as_tuple=True)
     h, w = alpha.shape
     if len(ys):
@@ -109,17 +112,20 @@ def held_out_views(cfg: dict) -> range:
 def view_settings(cfg: dict) -> dict:
     """The settings a mesh's cached views depend on."""
     v = cfg["views"]
-    return {"version": VIEWS_VERSION, **{k: v[k] for k in ("count", "held_out", "render_size", "image_size",
-                                                             "fov_y_deg", "radius", "seed")}}
+    return {"version": VIEWS_VERSION,
+            **{k: v[k] for k in ("count", "held_out", "render_size", "image_size", "fov_y_deg",
+                                 "radius", "seed")}}
 
 
-def render_views(vertices: torch.Tensor, faces: torch.Tensor, settings: dict, ks: range | list[int]) -> torch.Tensor:
+def render_views(vertices: torch.Tensor, faces: torch.Tensor, settings: dict,
+                 ks: range | list[int]) -> torch.Tensor:
     """Preprocessed views ks of a normalised mesh: [len(ks),3,S,S]."""
     from focusing.core.plugins import get_registry
 
     renderer = get_registry("renderer").get("torch")()
     size = int(settings["image_size"])
-    return torch.stack([preprocess(render_rgba(vertices, faces, view_camera(k, settings), renderer), size)
+    return torch.stack([preprocess(render_rgba(vertices, faces, view_camera(k, settings),
+                                               renderer), size)
                         for k in ks])
 
 
@@ -131,7 +137,8 @@ def cached_views(mesh_path: Path, vertices: torch.Tensor, faces: torch.Tensor, s
     out = Path(cache_dir) / f"{Path(mesh_path).stem}-{h.hexdigest()[:24]}.pt"
     if out.exists():
         return torch.load(out, weights_only=True)
-    views = render_views(vertices, faces, settings, range(int(settings["count"]) + int(settings["held_out"])))
+    views = render_views(vertices, faces, settings,
+                         range(int(settings["count"]) + int(settings["held_out"])))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     torch.save(views, tmp)

@@ -109,6 +109,7 @@ class EmbreeRenderer(_TwoPassRenderer):
     def _visibility(self, vertices, faces, cameras, rays):
         if faces.shape[0] == 0:
             return torch.full(
-                (len(cameras), rays.height, rays.width), -1, dtype=torch.long, device=vertices.device
+                (len(cameras), rays.height, rays.width), -1, dtype=torch.long,
+                device=vertices.device,
             )
         return first_hits(self._scene(vertices, faces), cameras, clip=True).to(vertices.device)

@@ -94,7 +94,8 @@ def _accepts(r: dict) -> str:
     if kind == "names":
         names = sorted(get_registry(r["plugin"]).names())
         return f"a list of {r['plugin']} names ({', '.join(names)})"
-    word = {"int": "an integer", "float": "a finite number", "ints": f"a list of {r['length']} integers",
+    word = {"int": "an integer", "float": "a finite number",
+            "ints": f"a list of {r['length']} integers",
             "floats": f"a list of {r['length']} finite numbers"}[kind]
     if r["pow2"]:
         word = "a power of two"
@@ -346,7 +347,8 @@ class Setup:
                                   f"{table}.heads ({t.heads})")
         r0, r1 = setup.cameras.radius
         if r0 > r1:
-            raise ConfigError(f"cameras.radius = {[r0, r1]!r}: expected [near, far] with near <= far")
+            raise ConfigError(
+                f"cameras.radius = {[r0, r1]!r}: expected [near, far] with near <= far")
         return setup
 
     def to_dict(self) -> dict:
@@ -364,7 +366,8 @@ def _build(cls, data: Any, path: str):
     extra = sorted(set(data) - set(fields))
     if extra:
         valid = ", ".join(sorted(fields))
-        raise ConfigError(f"unknown setting {path + '.' if path else ''}{extra[0]!r}; valid keys here: {valid}")
+        raise ConfigError(f"unknown setting {path + '.' if path else ''}{extra[0]!r}; "
+                          f"valid keys here: {valid}")
     values = {}
     for name, f in fields.items():
         where = f"{path}.{name}" if path else name

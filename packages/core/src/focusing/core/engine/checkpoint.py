@@ -123,8 +123,8 @@ def save_checkpoint(run_dir: Path, step: int, module: torch.nn.Module,
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     bad = nonfinite_tensors(state)
     if bad:
-        raise CheckpointError(f"refusing to write a checkpoint at step {step}: non-finite values in "
-                              f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
+        raise CheckpointError(f"refusing to write a checkpoint at step {step}: non-finite values "
+                              f"in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
     weights = weights_path(run_dir, step)
     try:
         data = safetensors_bytes(state, metadata={"step": str(step)})
@@ -274,7 +274,8 @@ def load_checkpoint(run_dir: Path, step: int | None = None, with_state: bool = F
         if i > 0 or faults:
             _say(f"using step {s}, the newest intact checkpoint in {checkpoint_dir(run_dir)}")
         return s, weights, state
-    raise CheckpointError(f"no intact checkpoint in {checkpoint_dir(run_dir)}: " + "; ".join(faults))
+    raise CheckpointError(f"no intact checkpoint in {checkpoint_dir(run_dir)}: "
+                          + "; ".join(faults))
 
 
 def load_weights(run_dir: Path, module: torch.nn.Module, step: int | None = None) -> int:

@@ -141,7 +141,8 @@ class TrainStep(ABC):
         """Loss at `step` (0-based) of the global-batch slots `slots` (this process's share)."""
 
     def evaluate(self, step: int) -> dict[str, float]:
-        """Scalars for TensorBoard (eval/<name>) and the progress bar, every train.eval_every steps."""
+        """Scalars for TensorBoard (eval/<name>) and the progress bar, every train.eval_every
+        steps."""
         return {}
 
     def log(self, writer, step: int, result: StepResult) -> None:
@@ -296,7 +297,8 @@ class Engine:
                       f"({self.run_dir / 'config.json'})", file=sys.stderr, flush=True)
             return
         step, weights, state = checkpoint.load_checkpoint(self.run_dir, with_state=True)
-        online = state.get("online_weights")  # written when the run kept an EMA: weights is the average
+        # written when the run kept an EMA: weights is the average
+        online = state.get("online_weights")
         self.module.load_state_dict(weights if online is None else {**weights, **online})
         if self.ema is not None:
             self.ema.load(weights, state.get("ema_updates", 0))
@@ -336,7 +338,8 @@ class Engine:
             self.saved_step = self.step
             self.module.eval()
             with torch.no_grad():
-                self.trainstep.on_checkpoint(self.step, self.step >= self.train.steps or self.out_of_time())
+                self.trainstep.on_checkpoint(self.step,
+                                             self.step >= self.train.steps or self.out_of_time())
         self.module.train()
         return path
 
@@ -400,9 +403,11 @@ class Engine:
             all_reduce_gradients(self.module, self.dist.world_size)
             params = [p for p in self.trainstep.parameters() if p.grad is not None]
             if self.train.grad_clip > 0:
-                norm = torch.nn.utils.clip_grad_norm_(self.trainstep.parameters(), self.train.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(self.trainstep.parameters(),
+                                                      self.train.grad_clip)
             else:
-                norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
+                norm = (torch.nn.utils.get_total_norm([p.grad for p in params]) if params
+                        else torch.zeros(()))
             merged.terms["grad_norm"] = float(norm)
             finite = self._all_finite(math.isfinite(float(norm)))
         if finite:
@@ -420,7 +425,8 @@ class Engine:
 
     def _nonfinite(self, step: int) -> None:
         last = checkpoint.stored_steps(self.run_dir)
-        keep = f"the last good checkpoint is step {last[0]}" if last else "no checkpoint was written"
+        keep = (f"the last good checkpoint is step {last[0]}" if last
+                else "no checkpoint was written")
         hint = "lower train.lr or the loss weights, or set train.grad_clip > 0"
         if self.train.nonfinite == "stop":
             raise NonFiniteError(f"non-finite loss or gradient at step {step + 1} "

@@ -156,7 +156,8 @@ def check_run_folder(run_dir: Path, config: dict, resume: bool, allow_changes: b
     shape = {k: v for k, v in changes.items()
              if any(k == p or k.startswith(p + ".") for p in shape_keys)}
     if shape:
-        raise ConfigError(f"--resume: the model's shape differs from the stored run ({_describe(shape)}); "
+        raise ConfigError("--resume: the model's shape differs from the stored run "
+                          f"({_describe(shape)}); "
                           "its checkpoints cannot load into it: start a new run with another --out")
     if changes and not allow_changes:
         raise ConfigError(f"--resume: the setup differs from {run_dir / 'config.json'} "
@@ -176,5 +177,6 @@ def record_changes(run_dir: Path, step: int, changes: dict) -> None:
             history = json.loads(path.read_text())
         except json.JSONDecodeError:
             history = []
-    history.append({"step": step, "changes": {k: {"old": a, "new": b} for k, (a, b) in changes.items()}})
+    history.append({"step": step,
+                    "changes": {k: {"old": a, "new": b} for k, (a, b) in changes.items()}})
     write_text_atomic(path, json.dumps(history, indent=2))

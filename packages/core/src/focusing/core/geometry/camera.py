@@ -49,7 +49,8 @@ def look_at(eye, target=(0.0, 0.0, 0.0), up=(0.0, 1.0, 0.0)) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Camera:
-    """A perspective camera: world_to_view [4,4], projection [4,4] (float64), image size, clip planes."""
+    """A perspective camera: world_to_view [4,4], projection [4,4] (float64), image size, clip
+    planes."""
 
     world_to_view: torch.Tensor
     projection: torch.Tensor

@@ -1,4 +1,4 @@
-"""Embree ray casting (embreex): the one ray caster of the toolkit, and the non-differentiable oracle.
+"""Embree ray casting (embreex): the toolkit's one ray caster and the non-differentiable oracle.
 
 One ray per pixel centre (Camera.pixel_rays). Embree finds the first triangle hit (in float32,
 in a frame shifted to the mesh's box corner and scaled to a box diagonal of 100, as trimesh does,
@@ -70,7 +70,8 @@ class EmbreeScene:
         d = np.ascontiguousarray(dirs, dtype=np.float32)
         kwargs = {}
         if max_dist is not None:
-            kwargs["dists"] = (np.asarray(max_dist, dtype=np.float64) * self.scale).astype(np.float32)
+            kwargs["dists"] = (np.asarray(max_dist, dtype=np.float64)
+                               * self.scale).astype(np.float32)
         return np.asarray(self._scene.run(np.ascontiguousarray(o), d, **kwargs), dtype=np.int64)
 
 
@@ -93,7 +94,8 @@ def first_hits(scene: EmbreeScene, cameras: Sequence[Camera], clip: bool = True)
     out = []
     for cam in cameras:
         origins, dirs, dists = _camera_rays(cam, clip)
-        out.append(torch.from_numpy(scene.first_hit(origins, dirs, dists)).view(cam.height, cam.width))
+        out.append(torch.from_numpy(scene.first_hit(origins, dirs, dists))
+                   .view(cam.height, cam.width))
     return torch.stack(out)
 
 

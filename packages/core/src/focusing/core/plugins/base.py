@@ -77,7 +77,8 @@ class SparseBackend(Plugin):
     def submanifold_conv(
         self, x: "SparseTensor", weight: torch.Tensor, bias: torch.Tensor | None = None
     ) -> "SparseTensor":
-        """Kernel-3 submanifold conv: out[i] = sum_k x[nbr(i, k)] @ weight[k] (+ bias); [N,C_out]."""
+        """Kernel-3 submanifold conv: out[i] = sum_k x[nbr(i, k)] @ weight[k] (+ bias);
+        [N,C_out]."""
         self._check(x, weight, 27, "submanifold_conv")
         if x.num_voxels == 0:
             return x.replace(_add_bias(x.feats @ weight[13], bias))
@@ -117,11 +118,15 @@ class SparseBackend(Plugin):
         """Feats [N,C_out] of the submanifold conv, rows in x's order (no bias)."""
         raise NotImplementedError
 
-    def _downsample(self, x: "SparseTensor", weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _downsample(
+        self, x: "SparseTensor", weight: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Parent coords [M,4] sorted by (b, x, y, z) and their feats [M,C_out] (no bias)."""
         raise NotImplementedError
 
-    def _upsample(self, x: "SparseTensor", weight: torch.Tensor, children: torch.Tensor) -> torch.Tensor:
+    def _upsample(
+        self, x: "SparseTensor", weight: torch.Tensor, children: torch.Tensor
+    ) -> torch.Tensor:
         """Feats [8N,C_out] of the children [8N,4] (rows 8 i + o) (no bias)."""
         raise NotImplementedError
 
@@ -140,10 +145,13 @@ class SparseBackend(Plugin):
         want_keys = hashing.pack(children)
         pos = torch.searchsorted(got_sorted, want_keys).clamp_max(got.shape[0] - 1)
         if not torch.equal(got_sorted[pos], want_keys):
-            raise RuntimeError(f"{self.name} upsample_conv: output coordinates are not the 8 children")
+            raise RuntimeError(
+                f"{self.name} upsample_conv: output coordinates are not the 8 children")
         return got_order[pos]
 
-    def _check(self, x: "SparseTensor", weight: torch.Tensor, kernel_volume: int, what: str) -> None:
+    def _check(
+        self, x: "SparseTensor", weight: torch.Tensor, kernel_volume: int, what: str
+    ) -> None:
         """Raise a ValueError naming the backend and the fault when x and weight do not fit."""
         who = f"{self.name} {what}"
         if weight.ndim != 3 or weight.shape[0] != kernel_volume:
@@ -157,7 +165,8 @@ class SparseBackend(Plugin):
         if x.feats.dtype != weight.dtype:
             raise ValueError(f"{who}: feats {x.feats.dtype} and weight {weight.dtype} differ")
         if x.coords.shape[0] != x.feats.shape[0]:
-            raise ValueError(f"{who}: {x.coords.shape[0]} coords for {x.feats.shape[0]} feature rows")
+            raise ValueError(
+                f"{who}: {x.coords.shape[0]} coords for {x.feats.shape[0]} feature rows")
 
 
 def _add_bias(feats: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -17,7 +17,8 @@ import pluggy
 from focusing.core.plugins.base import PLUGIN_KINDS
 from focusing.core.plugins.hookspecs import PROJECT, FocusingHookSpecs
 
-# kind -> hook name (from the table in plugins/base.py). The order is the order `focusing plugins` prints.
+# kind -> hook name (from the table in plugins/base.py). The order is the order
+# `focusing plugins` prints.
 KINDS: dict[str, str] = {k.kind: k.hook for k in PLUGIN_KINDS}
 
 
@@ -85,7 +86,8 @@ class KindRegistry:
     def __init__(self, kind: str, entries: list[PluginEntry]):
         self.kind = kind
         self._entries: dict[str, PluginEntry] = {}
-        self._instances: dict[str, Any] = {}  # shared instances, dropped with the registry on reset()
+        # shared instances, dropped with the registry on reset()
+        self._instances: dict[str, Any] = {}
         for entry in entries:
             if entry.name in self._entries:
                 first = self._entries[entry.name]

@@ -135,14 +135,16 @@ class SparseWindowAttention(nn.Module):
         self.dim, self.heads, self.window = int(dim), int(heads), int(window)
         self.shift = self.window // 2 if shift is True else int(shift)
         if not 0 <= self.shift < self.window:
-            raise ValueError(f"SparseWindowAttention: shift {self.shift} outside [0, {self.window})")
+            raise ValueError(
+                f"SparseWindowAttention: shift {self.shift} outside [0, {self.window})")
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         """Attend within windows of x (partition cached on x); same coords."""
         if x.num_channels != self.dim:
-            raise ValueError(f"SparseWindowAttention: expected {self.dim} channels, got {x.num_channels}")
+            raise ValueError(
+                f"SparseWindowAttention: expected {self.dim} channels, got {x.num_channels}")
         n = x.num_voxels
         qkv = self.qkv(x.feats).view(n, 3, self.heads, self.dim // self.heads)
         part = window_partition(x, self.window, self.shift)
@@ -164,10 +166,12 @@ class SparseTransformerBlock(nn.Module):
         self.attn = SparseWindowAttention(dim, heads, window, shift)
         self.norm2 = SparseLayerNorm(dim)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"),
+                                 nn.Linear(hidden, dim))
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         """One attention + MLP update of x's feats (same coords)."""
         h = x.feats + self.attn(self.norm1(x)).feats
-        h = h + self.mlp(F.layer_norm(h, (h.shape[1],), self.norm2.weight, self.norm2.bias, self.norm2.eps))
+        h = h + self.mlp(F.layer_norm(h, (h.shape[1],), self.norm2.weight, self.norm2.bias,
+                                      self.norm2.eps))
         return x.replace(h)

@@ -76,9 +76,11 @@ class CoordIndex:
     """Sorted keys of a coordinate set [N,4], for O(log N) lookups of many queries at once."""
 
     def __init__(self, coords: torch.Tensor, check_unique: bool = True) -> None:
-        """Index coords [N,4] (b, x, y, z); duplicates raise ValueError unless check_unique=False."""
+        """Index coords [N,4] (b, x, y, z); duplicates raise ValueError unless
+        check_unique=False."""
         if coords.ndim != 2 or coords.shape[1] != 4:
-            raise ValueError(f"CoordIndex: coords must be [N,4] (b, x, y, z), got {list(coords.shape)}")
+            raise ValueError(
+                f"CoordIndex: coords must be [N,4] (b, x, y, z), got {list(coords.shape)}")
         check_range(coords)
         self.sorted_keys, self.order = torch.sort(pack(coords))
         if check_unique and self.sorted_keys.numel() > 1:

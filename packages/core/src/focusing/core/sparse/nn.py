@@ -41,7 +41,8 @@ class _SparseConv(nn.Module):
     def __init__(self, c_in: int, c_out: int, bias: bool = True, backend: str = "torch") -> None:
         super().__init__()
         if c_in <= 0 or c_out <= 0:
-            raise ValueError(f"{type(self).__name__}: channels must be positive, got {c_in}, {c_out}")
+            raise ValueError(
+                f"{type(self).__name__}: channels must be positive, got {c_in}, {c_out}")
         self.c_in, self.c_out, self.backend = int(c_in), int(c_out), str(backend)
         self.weight = nn.Parameter(torch.empty(self.kernel_volume, self.c_in, self.c_out))
         self.bias = nn.Parameter(torch.empty(self.c_out)) if bias else None

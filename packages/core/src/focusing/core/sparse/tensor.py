@@ -34,8 +34,10 @@ class SparseTensor:
     ) -> None:
         """Wrap coords [N,4] (b, x, y, z) and feats [N,C]; batch_size defaults to max(b) + 1."""
         if not isinstance(coords, torch.Tensor) or coords.ndim != 2 or coords.shape[1] != 4:
-            shape = list(coords.shape) if isinstance(coords, torch.Tensor) else type(coords).__name__
-            raise ValueError(f"SparseTensor: coords must be a [N,4] tensor (b, x, y, z), got {shape}")
+            shape = (list(coords.shape) if isinstance(coords, torch.Tensor)
+                     else type(coords).__name__)
+            raise ValueError(
+                f"SparseTensor: coords must be a [N,4] tensor (b, x, y, z), got {shape}")
         if coords.is_floating_point() or coords.is_complex() or coords.dtype == torch.bool:
             raise ValueError(f"SparseTensor: coords must be integers, got {coords.dtype}")
         if not isinstance(feats, torch.Tensor) or feats.ndim != 2:
@@ -121,7 +123,8 @@ class SparseTensor:
         return out
 
     def to(self, *args: Any, **kwargs: Any) -> "SparseTensor":
-        """Move/cast feats like Tensor.to; coords follow the device; the cache is dropped on a move."""
+        """Move/cast feats like Tensor.to; coords follow the device; the cache is dropped on a
+        move."""
         feats = self.feats.to(*args, **kwargs)
         if feats.device == self.coords.device:
             return self.replace(feats)

@@ -125,11 +125,14 @@ class SparseFlexField:
         return base.to(self.corner_deform.dtype) + self.corner_deform
 
     def select(self, index: torch.Tensor) -> "SparseFlexField":
-        """Sub-field on voxels `index` ([K] long or [N] bool); corner values stay as averaged over all N."""
+        """Sub-field on voxels `index` ([K] long or [N] bool); corner values stay as averaged over
+        all N."""
         index = torch.as_tensor(index, device=self.coords.device)
         if index.dtype == torch.bool:
             if index.shape != (self.num_voxels,):
-                raise ValueError(f"bool index must have shape [{self.num_voxels}], got {list(index.shape)}")
+                raise ValueError(
+                    f"bool index must have shape [{self.num_voxels}], got {list(index.shape)}"
+                )
             index = index.nonzero().squeeze(1)
         index = index.long()
         return replace(
@@ -165,12 +168,19 @@ def _as_coords(coords: torch.Tensor | np.ndarray, resolution: int) -> torch.Tens
         raise ValueError(f"voxel coords must be integers, got {coords.dtype}")
     coords = coords.long()
     if coords.ndim != 2 or coords.shape[1] not in (3, 4):
-        raise ValueError(f"voxel coords must be [N,3] (x,y,z) or [N,4] (b,x,y,z), got {list(coords.shape)}")
+        raise ValueError(
+            f"voxel coords must be [N,3] (x,y,z) or [N,4] (b,x,y,z), got {list(coords.shape)}"
+        )
     if coords.shape[1] == 3:
         coords = torch.cat([coords.new_zeros(coords.shape[0], 1), coords], dim=1)
     if resolution < 1 or resolution + 1 >= hashing.COORD_MAX:
         raise ValueError(f"resolution must be in [1, {hashing.COORD_MAX - 1}), got {resolution}")
-    if coords.numel() and (coords[:, 1:].min() < 0 or coords[:, 1:].max() >= resolution or coords[:, 0].min() < 0 or coords[:, 0].max() >= hashing.BATCH_MAX):
+    if coords.numel() and (
+        coords[:, 1:].min() < 0
+        or coords[:, 1:].max() >= resolution
+        or coords[:, 0].min() < 0
+        or coords[:, 0].max() >= hashing.BATCH_MAX
+    ):
         raise ValueError(
             f"voxel coords out of range for resolution {resolution}: "
             f"min {coords.min(0).values.tolist()}, max {coords.max(0).values.tolist()}"
@@ -204,7 +214,8 @@ def _scatter_mean(values: torch.Tensor, index: torch.Tensor, size: int) -> torch
 
 
 def corner_topology(coords: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shared corners of voxels coords [N,3|4] at R: (corner_coords [M,4] (b,i,j,k), cube_corners [N,8])."""
+    """Shared corners of voxels coords [N,3|4] at R: (corner_coords [M,4] (b,i,j,k),
+    cube_corners [N,8])."""
     coords = _as_coords(coords, int(resolution))
     _check_unique_voxels(coords, int(resolution))
     return _corner_index(coords, int(resolution))
@@ -228,10 +239,14 @@ def sparseflex_from_features(
     else:
         feats = x
         if coords is None or resolution is None:
-            raise ValueError("give coords and resolution when x is a feature tensor, not a SparseTensor")
+            raise ValueError(
+                "give coords and resolution when x is a feature tensor, not a SparseTensor"
+            )
     coords = _as_coords(coords, int(resolution))
     if feats.ndim != 2 or feats.shape[1] != FEATURE_CHANNELS:
-        raise ValueError(f"SparseFlex features must be [N,{FEATURE_CHANNELS}], got {list(feats.shape)}")
+        raise ValueError(
+            f"SparseFlex features must be [N,{FEATURE_CHANNELS}], got {list(feats.shape)}"
+        )
     if feats.shape[0] != coords.shape[0]:
         raise ValueError(f"{feats.shape[0]} feature rows for {coords.shape[0]} voxels")
     n = coords.shape[0]
@@ -241,7 +256,9 @@ def sparseflex_from_features(
     else:
         corner_coords, cube_corners = (t.to(feats.device) for t in topology)
         if cube_corners.shape != (n, 8):
-            raise ValueError(f"topology's cube_corners must be [{n},8], got {list(cube_corners.shape)}")
+            raise ValueError(
+                f"topology's cube_corners must be [{n},8], got {list(cube_corners.shape)}"
+            )
     m = corner_coords.shape[0]
     # One split (a single gradient concat in backward) instead of five slices.
     raw_sdf, raw_def, raw_alpha, raw_beta, raw_gamma = feats.split([8, 24, 8, 12, 1], dim=1)
@@ -288,18 +305,22 @@ def field_from_corner_sdf(
     corner_sdf_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     dtype: torch.dtype = torch.float32,
 ) -> SparseFlexField:
-    """Field on coords [N,3|4] at R with corner SDF corner_sdf_fn(world [M,3] float64, batch [M]) -> [M].
+    """Field on coords [N,3|4] at R with corner SDF corner_sdf_fn(world [M,3] float64, batch [M])
+    -> [M].
 
     Zero deformation and unit weights; values are stored as `dtype`.
     """
     coords = _as_coords(coords, resolution)
     _check_unique_voxels(coords, resolution)
     corner_coords, cube_corners = _corner_index(coords, resolution)
-    # float64 positions: i / R - 0.5 is exact for power-of-two R, so corners on a surface stay on it.
+    # float64 positions: i / R - 0.5 is exact for power-of-two R, so corners on a surface
+    # stay on it.
     pos = corner_coords[:, 1:].to(torch.float64) / resolution - 0.5
     sdf = torch.as_tensor(corner_sdf_fn(pos, corner_coords[:, 0]))
     if sdf.shape != (corner_coords.shape[0],):
-        raise ValueError(f"corner SDF must have shape [{corner_coords.shape[0]}], got {list(sdf.shape)}")
+        raise ValueError(
+            f"corner SDF must have shape [{corner_coords.shape[0]}], got {list(sdf.shape)}"
+        )
     sdf = sdf.to(dtype)
     n = coords.shape[0]
     return SparseFlexField(
@@ -316,7 +337,10 @@ def field_from_corner_sdf(
 
 
 def field_from_sdf(
-    fn: Callable[[torch.Tensor], torch.Tensor], coords: torch.Tensor, resolution: int, dtype: torch.dtype = torch.float32
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    coords: torch.Tensor,
+    resolution: int,
+    dtype: torch.dtype = torch.float32,
 ) -> SparseFlexField:
     """Field with exact corner SDF fn(world points [M,3] float64) -> [M] on coords [N,3|4] at R.
 
@@ -328,7 +352,9 @@ def field_from_sdf(
 _ON_SURFACE = 1e-6  # voxels
 
 
-def field_from_mesh(mesh: Any, coords: torch.Tensor, resolution: int, **kwargs: Any) -> SparseFlexField:
+def field_from_mesh(
+    mesh: Any, coords: torch.Tensor, resolution: int, **kwargs: Any
+) -> SparseFlexField:
     """Field on coords [N,3|4] at R with corner SDF = signed distance to `mesh` (open meshes too).
 
     `mesh` is a Mesh, trimesh.Trimesh or (vertices, faces) in the unit box, or a list of them
@@ -345,7 +371,10 @@ def field_from_mesh(mesh: Any, coords: torch.Tensor, resolution: int, **kwargs: 
             d = mesh_signed_distance(mesh, pos.numpy(), **kwargs)
         else:
             if int(batch.max()) >= len(meshes):
-                raise ValueError(f"coords hold batch index {int(batch.max())} but {len(meshes)} meshes were given")
+                raise ValueError(
+                    f"coords hold batch index {int(batch.max())} but {len(meshes)} meshes "
+                    "were given"
+                )
             d = np.zeros(len(pos))
             for b, m in enumerate(meshes):
                 sel = (batch == b).numpy()

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 import torch
 
 from focusing.core.sparseflex.field import SparseFlexField
-from focusing.core.sparseflex.tables import EDGE_AXIS, EDGE_CORNERS, QUAD_RANK, SEPARATE_OUTSIDE, dmc_tables
+from focusing.core.sparseflex.tables import (
+    EDGE_AXIS,
+    EDGE_CORNERS,
+    QUAD_RANK,
+    SEPARATE_OUTSIDE,
+    dmc_tables,
+)
 
 __all__ = ["FlexiCubesMesh", "extract_mesh"]
 
@@ -46,7 +52,9 @@ class FlexiCubesMesh:
 
 def _empty(field: SparseFlexField) -> FlexiCubesMesh:
     dt, dev = field.corner_sdf.dtype, field.corner_sdf.device
-    zero = (field.corner_sdf.sum() + field.corner_deform.sum() + field.alpha.sum() + field.beta.sum()) * 0.0
+    zero = (
+        field.corner_sdf.sum() + field.corner_deform.sum() + field.alpha.sum() + field.beta.sum()
+    ) * 0.0
     return FlexiCubesMesh(
         vertices=torch.zeros(0, 3, dtype=dt, device=dev),
         faces=torch.zeros(0, 3, dtype=torch.long, device=dev),
@@ -57,8 +65,11 @@ def _empty(field: SparseFlexField) -> FlexiCubesMesh:
     )
 
 
-def extract_mesh(field: SparseFlexField, training: bool = False, rule: str = SEPARATE_OUTSIDE) -> FlexiCubesMesh:
-    """Mesh of the zero level set on the field's active cubes (4 tris per quad if training, else 2)."""
+def extract_mesh(
+    field: SparseFlexField, training: bool = False, rule: str = SEPARATE_OUTSIDE
+) -> FlexiCubesMesh:
+    """Mesh of the zero level set on the field's active cubes (4 tris per quad if training,
+    else 2)."""
     n = field.num_voxels
     if n == 0:
         return _empty(field)
@@ -83,14 +94,17 @@ def extract_mesh(field: SparseFlexField, training: bool = False, rule: str = SEP
     pos = field.corner_positions
     a_lo = field.alpha[cn, lo] * field.corner_sdf[c_lo]
     a_hi = field.alpha[cn, hi] * field.corner_sdf[c_hi]
-    crossing = (a_lo[:, None] * pos[c_hi] - a_hi[:, None] * pos[c_lo]) / (a_lo - a_hi)[:, None]  # [K,3]
+    # the crossing point of each crossing edge, [K,3]
+    crossing = (a_lo[:, None] * pos[c_hi] - a_hi[:, None] * pos[c_lo]) / (a_lo - a_hi)[:, None]
 
     first = torch.cumsum(npatch, 0) - npatch
     num_dual = int(npatch.sum())
     dual = first[cn] + edge_patch[cn, ce]  # [K]
     w = field.beta[cn, ce]
     wsum = torch.zeros(num_dual, dtype=w.dtype, device=dev).index_add_(0, dual, w)
-    vsum = torch.zeros(num_dual, 3, dtype=crossing.dtype, device=dev).index_add_(0, dual, w[:, None] * crossing)
+    vsum = torch.zeros(num_dual, 3, dtype=crossing.dtype, device=dev).index_add_(
+        0, dual, w[:, None] * crossing
+    )
     dual_pos = vsum / wsum[:, None]
     dual_voxel = torch.repeat_interleave(torch.arange(n, device=dev), npatch)
 
@@ -98,7 +112,9 @@ def extract_mesh(field: SparseFlexField, training: bool = False, rule: str = SEP
     dist = ((dual_pos[dual] - crossing).square().sum(1) + 1e-20).sqrt()
     count = torch.bincount(dual, minlength=num_dual).to(dist.dtype)
     mean_d = torch.zeros(num_dual, dtype=dist.dtype, device=dev).index_add_(0, dual, dist) / count
-    dev_v = torch.zeros(num_dual, dtype=dist.dtype, device=dev).index_add_(0, dual, (dist - mean_d[dual]).abs())
+    dev_v = torch.zeros(num_dual, dtype=dist.dtype, device=dev).index_add_(
+        0, dual, (dist - mean_d[dual]).abs()
+    )
     l_dev = (dev_v / count).mean()
 
     # Quads: group crossing cube-edges by grid edge (its low corner's shared index and axis).
@@ -142,7 +158,9 @@ def extract_mesh(field: SparseFlexField, training: bool = False, rule: str = SEP
         ).reshape(-1, 3)
         vertices = torch.cat([verts, centre], 0)
         vvox = torch.cat([vvox, torch.full((num_quads,), -1, dtype=torch.long, device=dev)])
-        vbatch = torch.cat([field.coords[vvox[: verts.shape[0]], 0], field.coords[vvox[quads[:, 0]], 0]])
+        vbatch = torch.cat(
+            [field.coords[vvox[: verts.shape[0]], 0], field.coords[vvox[quads[:, 0]], 0]]
+        )
     else:
         with torch.no_grad():
             d02 = (qv[:, 0] - qv[:, 2]).norm(dim=1) / (g[:, 0] * g[:, 2])

@@ -89,7 +89,11 @@ def _faces() -> tuple[list[list[int]], list[list[int]]]:
         for t in range(2):
             corners.append([c for c in range(8) if corner_bit(c, a) == t])
             edges.append(
-                [e for e, (lo, hi) in enumerate(_EDGES) if corner_bit(lo, a) == t and corner_bit(hi, a) == t]
+                [
+                    e
+                    for e, (lo, hi) in enumerate(_EDGES)
+                    if corner_bit(lo, a) == t and corner_bit(hi, a) == t
+                ]
             )
     return corners, edges
 
@@ -108,7 +112,9 @@ def crossing_edges(case: int) -> list[int]:
 
 def _face_links(case: int, face: int, rule: str) -> list[tuple[int, int]]:
     """Pairs of crossing edges joined by a surface segment on one face."""
-    cross = [e for e in _FACE_EDGES[face] if ((case >> _EDGES[e][0]) & 1) != ((case >> _EDGES[e][1]) & 1)]
+    cross = [
+        e for e in _FACE_EDGES[face] if ((case >> _EDGES[e][0]) & 1) != ((case >> _EDGES[e][1]) & 1)
+    ]
     if len(cross) == 0:
         return []
     if len(cross) == 2:

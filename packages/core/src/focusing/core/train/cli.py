@@ -49,22 +49,30 @@ def _resume_command(setup: str, data: Path, out: Path, steps: int | None, overri
 
 
 def train_command(
-    setup: str = typer.Option(..., "--setup", help="Registered setup name (triposf, focusing) or a TOML file."),
+    setup: str = typer.Option(
+        ..., "--setup", help="Registered setup name (triposf, focusing) or a TOML file."),
     data: Path = typer.Option(..., "--data", help="Folder of meshes (OBJ, PLY, OFF, STL, GLB)."),
-    out: Path = typer.Option(..., "--out", help="Run folder (config, TensorBoard events, checkpoints)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Run folder (config, TensorBoard events, checkpoints)."),
     steps: Optional[int] = typer.Option(
         None, "--steps", help="Total steps (train.steps; a --set train.steps must agree)."),
-    overrides: List[str] = typer.Option([], "--set", help="Override a setting: key=value (TOML value)."),
+    overrides: List[str] = typer.Option(
+        [], "--set", help="Override a setting: key=value (TOML value)."),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its newest intact checkpoint "
                                 "(from step 0 when it stopped before its first)."),
-    allow_changes: bool = typer.Option(False, "--allow-changes", help="With --resume: accept a setup that differs from the run's config.json (not in model shape); recorded in config_changes.json."),
+    allow_changes: bool = typer.Option(
+        False, "--allow-changes",
+        help="With --resume: accept a setup that differs from the run's config.json (not in "
+             "model shape); recorded in config_changes.json."),
     allow_nonempty_out: bool = typer.Option(
         False, "--allow-nonempty-out",
         help="Write the run into an --out folder that holds other files (never over a file the "
              "run writes itself); without it such a folder is refused."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Held-out meshes reconstructed and scored at every train.eval_every steps (never trained on)."),
+    eval_dir: Optional[Path] = typer.Option(
+        None, "--eval", help="Held-out meshes reconstructed and scored at every "
+                             "train.eval_every steps (never trained on)."),
     debug: bool = typer.Option(False, "--debug", help="Show a Python traceback for errors."),
 ) -> None:
     """Train a shape VAE under a setup; also runs under `torchrun` (one process per rank)."""
@@ -127,9 +135,13 @@ def reconstruct_command(
     run: Path = typer.Argument(..., help="Run folder written by `focusing train`."),
     mesh: Path = typer.Argument(..., help="Mesh to encode and decode."),
     output: Path = typer.Option(..., "-o", "--output", help="Output mesh file (.ply, .obj, ...)."),
-    chunk_voxels: Optional[int] = typer.Option(None, "--chunk-voxels", help="Latent voxels per decode chunk (memory budget)."),
+    chunk_voxels: Optional[int] = typer.Option(
+        None, "--chunk-voxels", help="Latent voxels per decode chunk (memory budget)."),
     step: Optional[int] = typer.Option(None, "--step", help="Checkpoint step (default: latest)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Occupancy logit above which a voxel is kept (default: the run's calibrated threshold, calibration.json)."),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold",
+        help="Occupancy logit above which a voxel is kept (default: the run's calibrated "
+             "threshold, calibration.json)."),
     resolution: Optional[int] = typer.Option(
         None, "--resolution",
         help="Output grid (default: the trained one). A power-of-two multiple of it "

@@ -52,7 +52,8 @@ class ShapeRecord:
     active: dict[int, torch.Tensor]  # resolution -> [K,3] long active voxels
     tsdf_cameras: list[dict]      # Camera.to_dict() of the TSDF views
     tsdf_depths: torch.Tensor     # [T,H,W] float32 view depth maps of the raw mesh
-    tsdf_corners: torch.Tensor    # [M,3] long corners (in [0,4R]) of every child of the latent voxels
+    tsdf_corners: torch.Tensor    # [M,3] long corners (in [0,4R]) of every child of the latent
+                                  # voxels
     tsdf_values: torch.Tensor     # [M] float32 the TSDF target there (geometry.tsdf.surface_tsdf)
     center: np.ndarray            # normalisation: normalised = (original - center) * scale
     scale: float

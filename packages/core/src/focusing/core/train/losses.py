@@ -90,11 +90,11 @@ def occupancy_loss(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> t
     if not logits:
         return torch.zeros(())
     terms = []
-    for l, t in zip(logits, targets):
-        t = t.to(l)
+    for logit, t in zip(logits, targets):
+        t = t.to(logit)
         pos = t.sum().clamp_min(1.0)
         weight = ((t.numel() - pos) / pos).clamp(min=1.0).detach()
-        terms.append(F.binary_cross_entropy_with_logits(l, t, pos_weight=weight))
+        terms.append(F.binary_cross_entropy_with_logits(logit, t, pos_weight=weight))
     return torch.stack(terms).mean()
 
 
@@ -103,8 +103,8 @@ def occupancy_precision_recall(logits: list[torch.Tensor], targets: list[torch.T
                                threshold: float = 0.0) -> dict[str, float]:
     """Precision and recall of each head's `logit > threshold` against its 0/1 targets [M]."""
     out = {}
-    for i, (l, t) in enumerate(zip(logits, targets)):
-        pred, t = l > threshold, t > 0.5
+    for i, (logit, t) in enumerate(zip(logits, targets)):
+        pred, t = logit > threshold, t > 0.5
         tp = float((pred & t).sum())
         out[f"occ{i + 1}_precision"] = tp / max(float(pred.sum()), 1.0)
         out[f"occ{i + 1}_recall"] = tp / max(float(t.sum()), 1.0)
@@ -269,6 +269,7 @@ def sparse_tv_loss(corner_coords: torch.Tensor, corner_sdf: torch.Tensor) -> tor
         step[axis] = 1
         nb = index.lookup(corner_coords + step)
         has = nb >= 0
-        diff = torch.where(has, corner_sdf[nb.clamp_min(0)] - corner_sdf, torch.zeros_like(corner_sdf))
+        diff = torch.where(has, corner_sdf[nb.clamp_min(0)] - corner_sdf,
+                           torch.zeros_like(corner_sdf))
         sq = sq + diff.square()
     return torch.sqrt(sq + 1e-12).mean()

@@ -96,7 +96,8 @@ class WarmupCrop:
     radius: int
     halo: int
 
-    def holds_needed_points(self, points: torch.Tensor, resolution: int, reach: int) -> torch.Tensor:
+    def holds_needed_points(self, points: torch.Tensor, resolution: int,
+                            reach: int) -> torch.Tensor:
         """Mask [P] of the points [P,3] whose voxel lies within `reach` of the region: the ones
         the PointNet pools into the region's voxels."""
         ijk = holding_voxels(points, resolution)
@@ -164,7 +165,8 @@ class VAEStep(TrainStep):
 
     def loss(self, step: int, slots: list[int]) -> StepOutput:
         """Loss of the shape at slot `slots[0]` of step's global batch (one slot per call)."""
-        order = shape_order(len(self.data), step, self.setup.train.batch_size, self.setup.train.seed)
+        order = shape_order(len(self.data), step, self.setup.train.batch_size,
+                            self.setup.train.seed)
         (slot,) = slots
         total, res = self.shape_loss(self.data[order[slot]], step, slot)
         return StepOutput(total, terms=res.terms, counts=res.counts, images=res.images,
@@ -228,11 +230,12 @@ class VAEStep(TrainStep):
             region = voxels.index_select(crop.region)
             near = crop.holds_needed_points(record.points, r, setup.pointnet.reach)
         with phase("encode"):
-            mean, logvar = self.model.encode(record.points[near].to(dev), record.normals[near].to(dev),
-                                             region.to(dev))
+            mean, logvar = self.model.encode(record.points[near].to(dev),
+                                             record.normals[near].to(dev), region.to(dev))
             mean, logvar = mean[crop.crop_in_region], logvar[crop.crop_in_region]
         eps = torch.randn(mean.shape, generator=gen).to(dev)
-        z = region.index_select(crop.crop_in_region).to(dev).replace(mean + torch.exp(0.5 * logvar) * eps)
+        z = region.index_select(crop.crop_in_region).to(dev).replace(
+            mean + torch.exp(0.5 * logvar) * eps)
         res.counts["latent_all"] = len(voxels)
         res.counts["latent_kept"] = len(z)
         res.counts["latent_encoded"] = len(region)
@@ -270,7 +273,8 @@ class VAEStep(TrainStep):
         chain = run_selectors(selectors, x, camera, gt, rng, lambda c: self._render(record, c))
         return chain.voxels, chain.camera, chain.ground_truth
 
-    def shape_loss(self, record: ShapeRecord, step: int, slot: int) -> tuple[torch.Tensor, ShapeResult]:
+    def shape_loss(self, record: ShapeRecord, step: int,
+                   slot: int) -> tuple[torch.Tensor, ShapeResult]:
         """Loss of one shape at one step (one view), with what was measured on the way."""
         setup, dev = self.setup, self.device
         rng = np.random.default_rng([setup.train.seed, step, slot])
@@ -340,8 +344,8 @@ class VAEStep(TrainStep):
         k = self.setup.train.calibration_meshes
         recs = self.data.records[:k] if k > 0 else self.data.records
         result = calibrate_threshold(
-            self.model, [rec.active[r] for rec in recs], [(rec.points, rec.normals) for rec in recs],
-            [rec.active[4 * r] for rec in recs],
+            self.model, [rec.active[r] for rec in recs],
+            [(rec.points, rec.normals) for rec in recs], [rec.active[4 * r] for rec in recs],
             lambda z, thr: decode_in_chunks(self.model, z, chunk, halo, thr), start=self.threshold)
         self.threshold = result["threshold"]
         if self.is_main and self.run_dir is not None:
@@ -470,7 +474,8 @@ class Trainer:
         return self.engine.train_step()
 
     def fit(self, steps: int | None = None) -> list[StepResult]:
-        """Train until `steps` total steps (default: train.steps); checkpoints and logs as configured."""
+        """Train until `steps` total steps (default: train.steps); checkpoints and logs as
+        configured."""
         return self.engine.fit(steps)
 
     def finished(self) -> bool:

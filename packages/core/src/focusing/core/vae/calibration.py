@@ -2,10 +2,11 @@
 
 The upsamplers' heads are trained by class-balanced BCE, so logit 0 is not where they best
 separate kept from pruned children, and the best logit moves as training goes (after 100 steps
-the old trainer needed a hand-set -1). At the end of training and at each evaluation the trainer decodes the training
-mesh as inference does (pruned, chunked as configured) at a grid of thresholds and keeps the
-one whose final active set at 4R best reproduces the ground truth (intersection over union,
-pooled over meshes). `reconstruct` and `compare` use it by default (run/calibration.json).
+the old trainer needed a hand-set -1). At the end of training and at each evaluation the
+trainer decodes the training mesh as inference does (pruned, chunked as configured) at a grid
+of thresholds and keeps the one whose final active set at 4R best reproduces the ground truth
+(intersection over union, pooled over meshes). `reconstruct` and `compare` use it by default
+(run/calibration.json).
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ class ShapeVAE(nn.Module):
 
     def __init__(self, cfg: dict):
         super().__init__()
-        m, pn, enc, dec, up = cfg["model"], cfg["pointnet"], cfg["encoder"], cfg["decoder"], cfg["upsampler"]
+        m, pn, enc, dec, up = (cfg["model"], cfg["pointnet"], cfg["encoder"], cfg["decoder"],
+                               cfg["upsampler"])
         self.latent_resolution = int(m["latent_resolution"])
         self.latent_channels = int(m["latent_channels"])
         backend = cfg["backend"]["sparse"]
@@ -99,7 +100,8 @@ class ShapeVAE(nn.Module):
 
     def encode(self, points: torch.Tensor, normals: torch.Tensor, voxels: SparseTensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Oriented points [P,3]x2 and active voxels at R -> latent mean, logvar [N, latent_channels].
+        """Oriented points [P,3]x2 and active voxels at R -> latent mean, logvar
+        [N, latent_channels].
 
         R is normally the trained latent_resolution. A finer R (a power-of-two multiple) also
         works, because every part of the model is local and measured in voxels: the PointNet
@@ -147,7 +149,8 @@ class ShapeVAE(nn.Module):
         and I voxels (outside) at raw = 0. Measured on fandisk (latent 32), the previous
         identity head with weights x0.1 started with 40% negative corners and a median |sdf|
         of 1.5 voxels, a cloud of random sign changes that the render losses could not untangle."""
-        sdf = raw[:, SDF_CHANNELS] / SDF_BOUND_VOXELS + math.atanh(SDF_INIT_VOXELS / SDF_BOUND_VOXELS)
+        sdf = (raw[:, SDF_CHANNELS] / SDF_BOUND_VOXELS
+               + math.atanh(SDF_INIT_VOXELS / SDF_BOUND_VOXELS))
         voxel = self.output_voxel if output_voxel is None else output_voxel
         sdf = voxel * SDF_BOUND_VOXELS * torch.tanh(sdf)
         return torch.cat([sdf, raw[:, SDF_CHANNELS.stop:]], 1)

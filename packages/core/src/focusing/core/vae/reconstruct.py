@@ -112,7 +112,8 @@ def output_to_latent_resolution(setup: Setup, output_resolution: int | None) -> 
     return output_resolution // 4
 
 
-def reconstruct_file(run_dir: Path, mesh_path: Path, out_path: Path, chunk_voxels: int | None = None,
+def reconstruct_file(run_dir: Path, mesh_path: Path, out_path: Path,
+                     chunk_voxels: int | None = None,
                      step: int | None = None, threshold: float | None = None,
                      resolution: int | None = None) -> dict:
     """`focusing reconstruct`: reconstruct a mesh file and save it in the input's frame; the

@@ -77,7 +77,8 @@ class SelfPruningUpsampler(RefiningUpsampler):
         t = None if target is None else self.occupancy_target(y, target)
         if prune:
             keep = (logits > threshold).nonzero().squeeze(1)
-            return UpsampleOutput(y.index_select(keep), logits[keep], None if t is None else t[keep])
+            return UpsampleOutput(y.index_select(keep), logits[keep],
+                                  None if t is None else t[keep])
         if self.train_prune == "ground-truth" and self.training and t is not None:
             out = UpsampleOutput(y, logits, t)
             keep = (t > 0).nonzero().squeeze(1)

@@ -140,7 +140,8 @@ class DinoV2ViT(nn.Module):
         tokens = torch.cat([self.cls_token.expand(b, -1, -1), tokens], 1)
         tokens = tokens + self.interpolate_pos_encoding(h // self.patch, w // self.patch)
         if self.register_tokens is not None:
-            tokens = torch.cat([tokens[:, :1], self.register_tokens.expand(b, -1, -1), tokens[:, 1:]], 1)
+            tokens = torch.cat([tokens[:, :1], self.register_tokens.expand(b, -1, -1),
+                                tokens[:, 1:]], 1)
         for block in self.blocks:
             tokens = block(tokens)
         return tokens
@@ -188,12 +189,14 @@ class DinoV2Encoder(ImageEncoder):
 
     @classmethod
     def available(cls, weights: str | None = None, **params) -> tuple[bool, str]:
-        """True when a weights file is given (parameter `weights` or $FOCUSING_DINOV2_WEIGHTS) and exists."""
+        """True when a weights file is given (parameter `weights` or $FOCUSING_DINOV2_WEIGHTS) and
+        exists."""
         path = _weights_path(weights)
         if path is None:
             return False, ("no weights file: give the official DINOv2 state dict (e.g. "
-                           "dinov2_vitl14_reg4_pretrain.pth) with --set encoder.params.weights=PATH "
-                           f"or ${WEIGHTS_ENV}; nothing is downloaded")
+                           "dinov2_vitl14_reg4_pretrain.pth) with "
+                           f"--set encoder.params.weights=PATH or ${WEIGHTS_ENV}; nothing is "
+                           "downloaded")
         if not path.is_file():
             return False, f"weights file {path} does not exist"
         return True, ""
@@ -205,7 +208,8 @@ class DinoV2Encoder(ImageEncoder):
             raise FileNotFoundError(self.available(weights)[1])
         self.vit = vit_from_state_dict(load_state_dict_file(path), heads)
         if image_size % self.vit.patch:
-            raise ValueError(f"dinov2: image_size {image_size} is not a multiple of the patch {self.vit.patch}")
+            raise ValueError(f"dinov2: image_size {image_size} is not a multiple of the patch "
+                             f"{self.vit.patch}")
         self.image_size = int(image_size)
         self.out_channels = int(self.vit.cls_token.shape[-1])
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

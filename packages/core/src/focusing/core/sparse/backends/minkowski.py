@@ -135,7 +135,9 @@ class MinkowskiBackend(SparseBackend):
         )
         return out.index_select(0, inverse_map)
 
-    def _downsample(self, x: "SparseTensor", weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _downsample(
+        self, x: "SparseTensor", weight: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Kernel-2 stride-2 conv: parents [M,4] sorted by (b, x, y, z) and feats [M,C_out]."""
         me = _me()
         manager, key, unique_map, _ = self._map(x, 1)
@@ -157,7 +159,9 @@ class MinkowskiBackend(SparseBackend):
         _, parents, order = hit
         return parents, out.index_select(0, order)
 
-    def _upsample(self, x: "SparseTensor", weight: torch.Tensor, children: torch.Tensor) -> torch.Tensor:
+    def _upsample(
+        self, x: "SparseTensor", weight: torch.Tensor, children: torch.Tensor
+    ) -> torch.Tensor:
         """Generative transposed conv: feats [8N,C_out] of the children at rows 8 i + o."""
         me = _me()
         # our grid is MinkowskiEngine's tensor stride 2 of the output grid

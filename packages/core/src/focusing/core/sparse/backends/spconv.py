@@ -15,8 +15,8 @@ that the registry can list this backend without importing spconv):
   `spconv.pytorch.ops.get_current_stream` returns 0;
 - its multithreaded `SpconvOps.scatter_add_cpu` races: with more than one thread it returns
   wrong rows now and then (about one call in ten at 8 float64 channels, every call at 64), in
-  forward and in the input gradient. The CPU path of spconv's ops module gets a scatter-add that does
-  `index_add_` on the same memory instead; the CUDA path never calls it.
+  forward and in the input gradient. The CPU path of spconv's ops module gets a scatter-add that
+  does `index_add_` on the same memory instead; the CUDA path never calls it.
 """
 
 from __future__ import annotations
@@ -136,7 +136,9 @@ class SpconvBackend(SparseBackend):
             algo.Native,
         )  # fmt: skip
 
-    def _downsample(self, x: "SparseTensor", weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _downsample(
+        self, x: "SparseTensor", weight: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Kernel-2 stride-2 conv: parents [M,4] sorted by (b, x, y, z) and feats [M,C_out]."""
         _, fsp, algo = _spconv()
         out_ids, pairs, pair_num = self._pairs(x, "down2")
@@ -148,7 +150,9 @@ class SpconvBackend(SparseBackend):
         order = torch.argsort(hashing.pack(out_coords))
         return out_coords[order], feats.index_select(0, order.to(feats.device))
 
-    def _upsample(self, x: "SparseTensor", weight: torch.Tensor, children: torch.Tensor) -> torch.Tensor:
+    def _upsample(
+        self, x: "SparseTensor", weight: torch.Tensor, children: torch.Tensor
+    ) -> torch.Tensor:
         """Generative transposed conv: feats [8N,C_out] of the children at rows 8 i + o."""
         _, fsp, algo = _spconv()
         # spconv's stride-2 transposed conv writes child 2 p + o of every input p; children of

@@ -44,14 +44,16 @@ def _chunk_rows(width: int, elem: int, device: torch.device) -> int:
 
 # ---------------------------------------------------------------------------- neighbour maps
 class KernelMap:
-    """Input row of each (kernel offset, output row): `nbr` LongTensor [K, M], `n_in` where absent."""
+    """Input row of each (kernel offset, output row): `nbr` LongTensor [K, M], `n_in` where
+    absent."""
 
     def __init__(self, nbr: torch.Tensor, n_in: int) -> None:
         self.nbr = nbr
         self.n_in = n_in
 
     def index_select(self, idx: torch.Tensor, new_row: torch.Tensor) -> "KernelMap":
-        """The map of the subset rows idx [M'] of a submanifold map (new_row [N]: old -> new or -1)."""
+        """The map of the subset rows idx [M'] of a submanifold map (new_row [N]:
+        old -> new or -1)."""
         n = self.n_in
         m = idx.numel()
         sub = self.nbr.index_select(1, idx)
@@ -75,7 +77,8 @@ def _sorted_keys(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | Non
 
 
 def build_kernel3_map(coords: torch.Tensor) -> KernelMap:
-    """Submanifold 3x3x3 map of coords [N,4]: nbr [27, N], nbr[k, i] = row of coords[i] + offset k."""
+    """Submanifold 3x3x3 map of coords [N,4]: nbr [27, N], nbr[k, i] = row of
+    coords[i] + offset k."""
     n = coords.shape[0]
     device = coords.device
     sk, order = _sorted_keys(coords)
@@ -158,7 +161,8 @@ def downsample_map(x: "SparseTensor") -> DownsampleMap:
 
 # ---------------------------------------------------------------------------- implicit GEMMs
 def _gather_mm(x: torch.Tensor, nbr: torch.Tensor, wflat: torch.Tensor) -> torch.Tensor:
-    """out[i] = concat_k x_pad[nbr[k, i]] @ wflat for x [N,C], nbr [K,M], wflat [K*C, C_out]; [M,C_out]."""
+    """out[i] = concat_k x_pad[nbr[k, i]] @ wflat for x [N,C], nbr [K,M], wflat [K*C, C_out];
+    [M,C_out]."""
     k, m = nbr.shape
     c = x.shape[1]
     x_pad = torch.cat([x, x.new_zeros((1, c))])
@@ -173,7 +177,8 @@ def _gather_mm(x: torch.Tensor, nbr: torch.Tensor, wflat: torch.Tensor) -> torch
 
 
 def _gather_t_mm(x: torch.Tensor, nbr: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """sum_i concat_k x_pad[nbr[k, i]]^T grad[i] for x [N,C], nbr [K,M], grad [M,C_out]; [K*C, C_out]."""
+    """sum_i concat_k x_pad[nbr[k, i]]^T grad[i] for x [N,C], nbr [K,M], grad [M,C_out];
+    [K*C, C_out]."""
     k, m = nbr.shape
     c = x.shape[1]
     x_pad = torch.cat([x, x.new_zeros((1, c))])
@@ -188,7 +193,8 @@ def _gather_t_mm(x: torch.Tensor, nbr: torch.Tensor, grad: torch.Tensor) -> torc
 
 
 def _subm_backward_fused(
-    x: torch.Tensor, nbr: torch.Tensor, grad: torch.Tensor, w_mirror: torch.Tensor, need_x: bool, need_w: bool
+    x: torch.Tensor, nbr: torch.Tensor, grad: torch.Tensor, w_mirror: torch.Tensor, need_x: bool,
+    need_w: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Input and weight gradients of the submanifold implicit GEMM in one pass over the chunks."""
     k, m = nbr.shape
@@ -272,7 +278,9 @@ class TorchBackend(SparseBackend):
         kmap = kernel3_map(x)
         return _SubmanifoldConv.apply(x.feats.contiguous(), weight, kmap.nbr)
 
-    def _downsample(self, x: "SparseTensor", weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _downsample(
+        self, x: "SparseTensor", weight: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Kernel-2 stride-2 conv: parents [M,4] sorted by (b, x, y, z) and feats [M,C_out]."""
         dmap = downsample_map(x)
         feats = _DownsampleConv.apply(
@@ -280,7 +288,9 @@ class TorchBackend(SparseBackend):
         )
         return dmap.coords, feats
 
-    def _upsample(self, x: "SparseTensor", weight: torch.Tensor, children: torch.Tensor) -> torch.Tensor:
+    def _upsample(
+        self, x: "SparseTensor", weight: torch.Tensor, children: torch.Tensor
+    ) -> torch.Tensor:
         """Generative transposed conv: feats [8N,C_out] of the children at rows 8 i + o."""
         k, c_in, c_out = weight.shape
         # every child has exactly one parent: one dense GEMM, rows 8 i + o come out in place
