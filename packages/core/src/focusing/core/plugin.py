@@ -35,6 +35,7 @@ def focusing_setups() -> list:
 @hookimpl
 def focusing_commands() -> list:
     """Core's CLI subcommands beyond `plugins`."""
+    from focusing.core.data.cli import prepare_command
     from focusing.core.train.cli import reconstruct_command, train_command
 
-    return [train_command, reconstruct_command]
+    return [train_command, reconstruct_command, prepare_command]

@@ -39,6 +39,12 @@ def init_distributed() -> DistInfo:
     return DistInfo(rank, world, local, device)
 
 
+def rank_slots(batch_size: int, rank: int, world_size: int) -> list[int]:
+    """Slots of a global batch of `batch_size` that process `rank` of `world_size` computes:
+    one contiguous block, batch_size / world_size long (the Engine's split)."""
+    return list(range(rank * batch_size // world_size, (rank + 1) * batch_size // world_size))
+
+
 def all_reduce_gradients(model: torch.nn.Module, world_size: int) -> None:
     """Average gradients over processes (parameters without a gradient count as zero)."""
     if world_size <= 1:

@@ -27,7 +27,7 @@ from focusing.core.config import TrainConfig, dumps
 from focusing.core.engine import checkpoint
 from focusing.core.engine.ema import WeightAverage
 from focusing.core.engine.distributed import (
-    DistInfo, all_reduce_gradients, all_reduce_mean, barrier, init_distributed,
+    DistInfo, all_reduce_gradients, all_reduce_mean, barrier, init_distributed, rank_slots,
 )
 from focusing.core.engine.memory import PeakMemory, current_rss_bytes
 from focusing.core.engine.profile import phase
@@ -363,7 +363,7 @@ class Engine:
         """One optimisation step over this process's share of the global batch."""
         step, batch = self.step, self.train.batch_size
         world, rank = self.dist.world_size, self.dist.rank
-        slots = list(range(rank * batch // world, (rank + 1) * batch // world))
+        slots = rank_slots(batch, rank, world)
         per_call = self.trainstep.slots_per_call or len(slots)
         t0 = time.perf_counter()
         self.module.train()

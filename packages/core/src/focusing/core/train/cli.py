@@ -51,7 +51,9 @@ def _resume_command(setup: str, data: Path, out: Path, steps: int | None, overri
 def train_command(
     setup: str = typer.Option(
         ..., "--setup", help="Registered setup name (triposf, focusing) or a TOML file."),
-    data: Path = typer.Option(..., "--data", help="Folder of meshes (OBJ, PLY, OFF, STL, GLB)."),
+    data: Path = typer.Option(
+        ..., "--data", help="Folder of meshes (OBJ, PLY, OFF, STL, GLB), or a data set made by "
+                            "`focusing prepare`."),
     out: Path = typer.Option(
         ..., "--out", help="Run folder (config, TensorBoard events, checkpoints)."),
     steps: Optional[int] = typer.Option(

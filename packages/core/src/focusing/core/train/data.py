@@ -6,6 +6,10 @@ ground-truth active voxels at 2x and 4x (occupancy targets), and a few ground-tr
 maps of the raw mesh from which the TSDF warm-up target is fused (no watertight repair).
 The cache key is the file's content hash plus the settings, so editing a mesh or a setting
 never reuses a stale entry.
+
+A data set prepared by `focusing prepare` (core.data) holds the same records, built by the same
+build_record, one safetensors file each: ShapeDataset reads it instead of a mesh folder, after
+checking that it was prepared with this setup's cache_settings.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ import hashlib
 import json
 import os
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -92,20 +99,40 @@ def cache_key(path: Path, settings: dict) -> str:
     return h.hexdigest()[:24]
 
 
-def build_record(path: Path, settings: dict) -> ShapeRecord:
-    """Compute the cached record of one mesh (no cache involved)."""
-    mesh, center, scale = normalize_mesh(load_mesh(path, normalize=False))
-    points, normals = sample_surface(mesh, settings["points"], seed=0)
-    active = {}
-    for res in settings["resolutions"]:
-        active[res] = dilate_voxels(surface_voxels(mesh, res), res)
-    cams = orbit_cameras(settings["tsdf_views"], fov_y_deg=55.0, width=settings["tsdf_image"],
-                         height=settings["tsdf_image"])  # 55 degrees: the whole unit box
-    verts = torch.as_tensor(mesh.vertices, dtype=torch.float64)
-    faces = torch.as_tensor(mesh.faces, dtype=torch.long)
-    depths = torch.stack([raycast(verts, faces, c).depth.float() for c in cams])
-    corners, values = tsdf_target(mesh, active[settings["resolutions"][0]],
-                                  settings["resolutions"][0], cams, depths)
+BUILD_STAGES = ("load", "sample", "voxelize", "render", "tsdf")  # build_record's steps, in order
+
+
+@contextmanager
+def _timed(times: dict | None, stage: str):
+    """Add the seconds of the block to times[stage] (nothing when times is None)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if times is not None:
+            times[stage] = times.get(stage, 0.0) + time.perf_counter() - start
+
+
+def build_record(path: Path, settings: dict, times: dict | None = None) -> ShapeRecord:
+    """Compute the cached record of one mesh (no cache involved); `times`, when given, gets the
+    seconds of each stage of BUILD_STAGES."""
+    with _timed(times, "load"):
+        mesh, center, scale = normalize_mesh(load_mesh(path, normalize=False))
+    with _timed(times, "sample"):
+        points, normals = sample_surface(mesh, settings["points"], seed=0)
+    with _timed(times, "voxelize"):
+        active = {}
+        for res in settings["resolutions"]:
+            active[res] = dilate_voxels(surface_voxels(mesh, res), res)
+    with _timed(times, "render"):
+        cams = orbit_cameras(settings["tsdf_views"], fov_y_deg=55.0, width=settings["tsdf_image"],
+                             height=settings["tsdf_image"])  # 55 degrees: the whole unit box
+        verts = torch.as_tensor(mesh.vertices, dtype=torch.float64)
+        faces = torch.as_tensor(mesh.faces, dtype=torch.long)
+        depths = torch.stack([raycast(verts, faces, c).depth.float() for c in cams])
+    with _timed(times, "tsdf"):
+        corners, values = tsdf_target(mesh, active[settings["resolutions"][0]],
+                                      settings["resolutions"][0], cams, depths)
     return ShapeRecord(
         name=Path(path).stem,
         vertices=verts.float(),
@@ -197,13 +224,36 @@ def default_cache_dir() -> Path:
     return Path(root) / "shapes"
 
 
+def is_prepared_set(folder: Path) -> bool:
+    """Whether `folder` is a data set made by `focusing prepare` (or a folder of such sets)."""
+    from focusing.core.data.prepared import is_prepared
+
+    return is_prepared(folder)
+
+
+def held_shapes(folder: Path, config: Setup | dict) -> int:
+    """How many records a ShapeDataset of `folder` holds in memory (a streamed set: none); a
+    mesh folder is counted, not read."""
+    if not is_prepared_set(folder):
+        return len(mesh_files(folder))
+    from focusing.core.data.streaming import PreparedShapes
+
+    shapes = PreparedShapes(folder, cache_settings(config))
+    return 0 if shapes.should_stream() else len(shapes)
+
+
 class ShapeDataset:
-    """The meshes of a folder, prepared once into `cache_dir` and loaded into memory."""
+    """The meshes of a folder, prepared once into `cache_dir` and loaded into memory; or a set
+    made by `focusing prepare`, read from its records (streamed when it is large)."""
 
     def __init__(self, folder: Path, config: Setup | dict, cache_dir: Path | None = None,
-                 workers: int = 0, progress: bool = True):
-        self.files = mesh_files(folder)
+                 workers: int = 0, progress: bool = True, stream: bool | None = None):
         self.settings = cache_settings(config)
+        if is_prepared_set(folder):
+            self._open_prepared(Path(folder), progress, stream)
+            return
+        self.files = mesh_files(folder)
+        self.streamed = False
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         jobs = [(f, self.settings, self.cache_dir) for f in self.files]
@@ -218,6 +268,17 @@ class ShapeDataset:
         for record, name in zip(self.records, mesh_names(self.files)):
             record.name = name
 
+    def _open_prepared(self, folder: Path, progress: bool, stream: bool | None) -> None:
+        """A set made by `focusing prepare` (core.data): its records read from their files,
+        all at once, or one per access when streamed (None: when the set is large)."""
+        from focusing.core.data.streaming import PreparedShapes
+
+        shapes = PreparedShapes(folder, self.settings)
+        self.files = [Path(s.source) for s in shapes.shapes]
+        self.cache_dir = folder
+        self.streamed = shapes.should_stream() if stream is None else stream
+        self.records = shapes if self.streamed else shapes.load_all(progress)
+
     def __len__(self) -> int:
         return len(self.records)
 
@@ -225,12 +286,18 @@ class ShapeDataset:
         return self.records[i]
 
 
+@lru_cache(maxsize=4)
+def epoch_permutation(n_shapes: int, seed: int, epoch: int) -> np.ndarray:
+    """The shape order [n_shapes] of one epoch (read-only; cached: a step reads one or two)."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n_shapes)
+    perm.flags.writeable = False
+    return perm
+
+
 def shape_order(n_shapes: int, step: int, batch_size: int, seed: int) -> list[int]:
     """Shape indices of a step's global batch: epoch-wise permutations, fixed by the seed."""
     out = []
     for slot in range(batch_size):
-        k = step * batch_size + slot
-        epoch, pos = divmod(k, n_shapes)
-        perm = np.random.default_rng([seed, epoch]).permutation(n_shapes)
-        out.append(int(perm[pos]))
+        epoch, pos = divmod(step * batch_size + slot, n_shapes)
+        out.append(int(epoch_permutation(n_shapes, seed, epoch)[pos]))
     return out

@@ -202,14 +202,15 @@ def check_training_memory(setup: Setup | dict, meshes: int, available: float | N
 
 def check_run_memory(setup: Setup | dict, data_dir, eval_dir=None) -> MemoryEstimate:
     """check_training_memory for a run on the meshes of data_dir (and eval_dir): counted, not
-    read, so that a run that cannot fit is refused in milliseconds, before anything is written."""
+    read, so that a run that cannot fit is refused in milliseconds, before anything is written
+    (a prepared set counts the records it holds in memory: none when streamed)."""
     from pathlib import Path
 
-    from focusing.core.train.data import mesh_files
+    from focusing.core.train.data import held_shapes
 
     setup = Setup.from_dict(setup)
     if setup.train.memory_fraction <= 0:
         return estimate_training_memory(setup, 0)
-    meshes = len(mesh_files(Path(data_dir)))
-    meshes += len(mesh_files(Path(eval_dir))) if eval_dir is not None else 0
+    meshes = held_shapes(Path(data_dir), setup)
+    meshes += held_shapes(Path(eval_dir), setup) if eval_dir is not None else 0
     return check_training_memory(setup, meshes)
