@@ -96,3 +96,18 @@ def test_own_minutes_need_a_shared_warmup_and_exclude_minutes(tmp_path):
     specs = parse_specs("focusing,focusing:decoder.depth=2", budget.overrides)
     with pytest.raises(CompareError, match="share none"):
         plan_jobs(specs, budget, tmp_path / "out", 1)
+
+
+def test_a_render_free_arms_own_steps_start_at_the_fork():
+    """Its loss.tsdf_steps lies beyond its last step: the report must still count the steps
+    after the shared warm-up as its own (they were 'n/a' in the first ablation report)."""
+    from focusing.eval.report import summarize_run
+
+    steps = [{"step": i, "seconds": 0.1 * i, "peak_memory_mb": 10.0 * i,
+              "counts": {"latent_kept": 512}, "terms": {"total": 1.0}} for i in range(1, 6)]
+    history = {"steps": steps, "train_peak_mb": 50.0, "rss_before_fit_mb": 1.0, "prep_s": 0.0,
+               "shared_warmup": {"steps": 3, "fit_s": 0.6, "train_peak_mb": 30.0}}
+    run = summarize_run(history, 60.0, 1.0, {}, warmup_steps=1_000_000)
+    assert run["own_steps"]["steps"] == 2 and run["warmup"]["steps"] == 3
+    assert run["own_steps"]["peak_memory_mb"] == 50.0
+    assert run["own_steps"]["seconds_per_step"] == pytest.approx(0.45)

@@ -240,7 +240,9 @@ def compare(data: Path, setups: str, budget_name: str, out: Path, eval_dir: Path
         held_out = mesh_files(Path(eval_dir))
         for name, f in zip(mesh_names(held_out), held_out):
             meshes[name if name not in meshes else f"eval-{name}"] = ("eval", f)
-    length = f"{budget.steps} steps" + (f" or {budget.minutes:g} min" if budget.minutes else "")
+    length = (f"{budget.own_minutes:g} own min after the shared warm-up" if budget.own_minutes
+              else f"{budget.steps} steps" + (f" or {budget.minutes:g} min"
+                                              if budget.minutes else ""))
     log(f"focusing compare: {len(specs)} setups ({', '.join(s.label for s in specs)}), "
         f"budget {budget.name} ({length}), {seeds} seed{'s' if seeds > 1 else ''}, "
         f"{len(train_files)} training meshes"

@@ -79,7 +79,10 @@ def summarize_run(history: dict, child_max_rss_mb: float, child_wall_s: float, r
     secs = [s["seconds"] for s in steps]
     k = max(1, math.ceil(len(steps) / 10))
     terms = sorted({t for s in steps for t in s["terms"]})
-    warm, own = split_phases(steps, warmup_steps)
+    shared = history.get("shared_warmup")
+    # a forked run's own steps start at the fork; a render-free arm's loss.tsdf_steps lies
+    # beyond its end, so its own steps would otherwise count as warm-up
+    warm, own = split_phases(steps, shared["steps"] if shared else warmup_steps)
     return {
         "steps": len(steps),
         "own_steps": phase_cost(own),
