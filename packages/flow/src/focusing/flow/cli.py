@@ -27,6 +27,8 @@ def train_flow_command(
     data: Path = typer.Option(..., "--data", help="Folder of meshes (the VAE's training meshes)."),
     out: Path = typer.Option(
         ..., "--out", help="Run folder (config, summary, TensorBoard, checkpoints)."),
+    steps: Optional[int] = typer.Option(
+        None, "--steps", help="Flow steps (train.steps; a --set train.steps must agree)."),
     overrides: List[str] = typer.Option(
         [], "--set", help="Override a flow setting: key=value (TOML value)."),
     resume: bool = typer.Option(
@@ -36,10 +38,12 @@ def train_flow_command(
         False, "--allow-changes", help="With --resume: accept --set changes to the stored config "
                                        "(not in model shape); recorded in config_changes.json."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    debug: bool = typer.Option(False, "--debug", help="Show a Python traceback for errors."),
 ) -> None:
     """Train one stage of the image-to-3D flow on the latents of a trained shape VAE (on core's
     training engine; also runs under `torchrun`)."""
-    from focusing.core.config import ConfigError
+    from focusing.core.cli import debugging
+    from focusing.core.config import ConfigError, with_steps
     from focusing.core.engine import CheckpointError, NonFiniteError
     from focusing.core.engine.runfolder import hold_run_folder
     from focusing.core.plugins import PluginError
@@ -51,28 +55,37 @@ def train_flow_command(
     if stage not in stages:
         _fail(f"--stage must be one of {', '.join(stages)}, got {stage!r}")
     try:
-        if vae is not None and not resume:
-            vae_run_config(vae)  # a wrong --vae is said before --out is made
+        if not resume:  # a wrong --vae, --steps or --set is said before --out is made
+            if vae is None:
+                _fail("--vae RUN is required (the shape VAE run folder)")
+            vae_run_config(vae)
+            given = list(overrides) + [f'stage="{stage}"']
+            cfg = load_flow_config(given)
+            if steps is not None:
+                cfg = load_flow_config(with_steps(given, steps, cfg["train"]["steps"]))
         out = hold_run_folder(out, resume)  # one process per run folder, until the command ends
         if resume:
             if not (out / "config.json").exists():
                 _fail(f"--resume: {out} holds no run")
             cfg = resume_config(out, list(overrides))
+            if steps is not None:
+                cfg = resume_config(out, with_steps(overrides, steps, cfg["train"]["steps"]))
             if cfg["stage"] != stage:
                 _fail(f"--resume: {out} is a {cfg['stage']} run, not {stage}")
         else:
-            cfg = load_flow_config(list(overrides) + [f'stage="{stage}"'])
-            if vae is None:
-                _fail("--vae RUN is required (the shape VAE run folder)")
             cfg["vae_run"] = str(vae)
         trainer = FlowTrainer(cfg, data, out, resume=resume, progress=not quiet,
                               allow_changes=allow_changes)
     except (ConfigError, PluginError, FileNotFoundError, FileExistsError, ValueError,
             CheckpointError) as exc:
+        if debug or debugging():
+            raise
         _fail(str(exc))
     try:
         history = trainer.fit()
     except (NonFiniteError, CheckpointError) as exc:
+        if debug or debugging():
+            raise
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)
     finally:

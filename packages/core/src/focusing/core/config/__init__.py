@@ -531,6 +531,25 @@ def normalise_stored(stored: dict) -> dict:
     return _merge(load_defaults(), stored)
 
 
+def names_train_steps(override: str) -> bool:
+    """Whether a `key=value` override names train.steps (`train.steps=N` or `train={steps=N}`)."""
+    keys, value = parse_override(override)
+    return keys == ["train", "steps"] or (keys == ["train"] and isinstance(value, dict)
+                                         and "steps" in value)
+
+
+def with_steps(overrides: list[str], steps: int | None, resolved_steps) -> list[str]:
+    """The overrides with a command's `--steps N` applied as train.steps=N. resolved_steps: the
+    train.steps the overrides alone give; a --set train.steps that disagrees with --steps is a
+    ConfigError, never silently replaced. Every training command takes --steps this way."""
+    if steps is None:
+        return list(overrides)
+    if any(names_train_steps(o) for o in overrides) and resolved_steps != steps:
+        raise ConfigError(f"--steps {steps} and --set train.steps={resolved_steps} disagree; "
+                          "give the number of steps once")
+    return list(overrides) + [f"train.steps={steps}"]
+
+
 def setup_from_run(stored: dict) -> Setup:
     """The typed setup of a run folder's config.json (see normalise_stored)."""
     return Setup.from_dict(normalise_stored(stored))

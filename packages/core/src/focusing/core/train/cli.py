@@ -14,27 +14,15 @@ from typing import List, Optional
 import typer
 
 
-def _names_steps(override: str) -> bool:
-    """Whether a --set names train.steps (as `train.steps=N` or inside `train={...}`)."""
-    from focusing.core.config import parse_override
-
-    keys, value = parse_override(override)
-    return keys == ["train", "steps"] or (keys == ["train"] and isinstance(value, dict)
-                                         and "steps" in value)
-
-
 def _resolve(setup: str, overrides: list[str], steps: int | None):
-    """The checked setup: every --set, train.steps included, is checked before --steps applies;
-    a --set train.steps that --steps contradicts is an error, not silently replaced."""
-    from focusing.core.config import ConfigError, resolve_setup
+    """The checked setup: every --set, train.steps included, is checked before --steps applies
+    (config.with_steps: a --set train.steps that --steps contradicts is an error)."""
+    from focusing.core.config import resolve_setup, with_steps
 
     config = resolve_setup(setup, overrides)
     if steps is None:
         return config
-    if any(_names_steps(o) for o in overrides) and config.train.steps != steps:
-        raise ConfigError(f"--steps {steps} and --set train.steps={config.train.steps} disagree; "
-                          "give the number of steps once")
-    return resolve_setup(setup, overrides + [f"train.steps={steps}"])
+    return resolve_setup(setup, with_steps(overrides, steps, config.train.steps))
 
 
 def _resume_command(setup: str, data: Path, out: Path, steps: int | None, overrides: list[str],
