@@ -13,17 +13,10 @@ from __future__ import annotations
 
 import torch
 
-from focusing.core.plugins.base import VoxelSelector
-from focusing.core.plugins.registry import get
-from focusing.core.selection import ChainResult, run_selectors
+from focusing.core.selection import ChainResult, build_selector, run_selectors
 from focusing.core.sparse.tensor import SparseTensor
 
 __all__ = ["ChainResult", "build_selector", "one_shape_voxels", "run_selectors"]
-
-
-def build_selector(name: str, **params) -> VoxelSelector:
-    """The voxel selector registered as `name` (e.g. "depth-carving"), built with `params`."""
-    return get("voxel_selector", name)(**params)
 
 
 def one_shape_voxels(xyz: torch.Tensor, resolution: int) -> SparseTensor:

@@ -21,7 +21,12 @@ from focusing.core.plugins.registry import get
 from focusing.core.plugins.types import RenderOutput
 from focusing.core.sparse.tensor import SparseTensor
 
-__all__ = ["ChainResult", "run_selectors"]
+__all__ = ["ChainResult", "build_selector", "run_selectors"]
+
+
+def build_selector(name: str, **params) -> VoxelSelector:
+    """The voxel selector registered as `name` (e.g. "depth-carving"), built with `params`."""
+    return get("voxel_selector", name)(**params)
 
 
 @dataclass
@@ -65,7 +70,7 @@ def run_selectors(
     changed = False
     kept: list[int] = []
     for sel in selectors:
-        sel = get("voxel_selector", sel)() if isinstance(sel, str) else sel
+        sel = build_selector(sel) if isinstance(sel, str) else sel
         s = sel.select(voxels, camera, ground_truth, rng)
         voxels = voxels.index_select(s.index)
         rows = rows[s.index.to(rows.device)]

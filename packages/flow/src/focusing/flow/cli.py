@@ -19,6 +19,15 @@ def _fail(message: str):
     raise typer.Exit(2)
 
 
+def _steps_applied(load, overrides: list[str], steps: int | None) -> dict:
+    """load(overrides) with `--steps` applied as train.steps (config.with_steps: a --set
+    train.steps that disagrees is an error)."""
+    from focusing.core.config import with_steps
+
+    cfg = load(overrides)
+    return cfg if steps is None else load(with_steps(overrides, steps, cfg["train"]["steps"]))
+
+
 def train_flow_command(
     stage: str = typer.Option(
         ..., "--stage", help="structure (structure VAE, then structure flow) or latent."),
@@ -43,7 +52,7 @@ def train_flow_command(
     """Train one stage of the image-to-3D flow on the latents of a trained shape VAE (on core's
     training engine; also runs under `torchrun`)."""
     from focusing.core.cli import debugging
-    from focusing.core.config import ConfigError, with_steps
+    from focusing.core.config import ConfigError
     from focusing.core.engine import CheckpointError, NonFiniteError
     from focusing.core.engine.runfolder import hold_run_folder
     from focusing.core.plugins import PluginError
@@ -59,17 +68,12 @@ def train_flow_command(
             if vae is None:
                 _fail("--vae RUN is required (the shape VAE run folder)")
             vae_run_config(vae)
-            given = list(overrides) + [f'stage="{stage}"']
-            cfg = load_flow_config(given)
-            if steps is not None:
-                cfg = load_flow_config(with_steps(given, steps, cfg["train"]["steps"]))
+            cfg = _steps_applied(load_flow_config, list(overrides) + [f'stage="{stage}"'], steps)
         out = hold_run_folder(out, resume)  # one process per run folder, until the command ends
         if resume:
             if not (out / "config.json").exists():
                 _fail(f"--resume: {out} holds no run")
-            cfg = resume_config(out, list(overrides))
-            if steps is not None:
-                cfg = resume_config(out, with_steps(overrides, steps, cfg["train"]["steps"]))
+            cfg = _steps_applied(lambda given: resume_config(out, given), list(overrides), steps)
             if cfg["stage"] != stage:
                 _fail(f"--resume: {out} is a {cfg['stage']} run, not {stage}")
         else:
