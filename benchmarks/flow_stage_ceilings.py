@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from focusing.core.geometry.mesh import Mesh
-    from focusing.core.train.data import ShapeDataset
+    from focusing.core.data.dataset import ShapeDataset
     from focusing.core.vae.reconstruct import reconstruct_mesh
     from focusing.core.metrics import evaluate
     from focusing.flow.generate import ImageTo3D

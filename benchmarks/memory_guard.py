@@ -1,4 +1,4 @@
-"""Calibration of the training memory guard (focusing.core.train.memory): real runs measured.
+"""Calibration of the training memory guard (focusing.core.vae.train.memory): real runs measured.
 
 Why: `focusing train --set model.latent_resolution=256` used to run for minutes up to 15 GB and
 die with a traceback. The guard refuses such a run before it allocates, from a model of the
@@ -61,8 +61,8 @@ def _point(args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
     from focusing.core.config import load_setup
     from focusing.core.engine.memory import PeakMemory, current_rss_bytes
-    from focusing.core.train import data as data_mod
-    from focusing.core.train.trainer import Trainer
+    from focusing.core.data import dataset as data_mod
+    from focusing.core.vae.train.trainer import Trainer
 
     setup = load_setup(args.setup, list(args.set) + [
         f"model.latent_resolution={args.point}", f"train.steps={args.steps}",
@@ -96,7 +96,7 @@ def _point(args: argparse.Namespace) -> dict:
 
 def _predicted(setup, meshes: int) -> dict | None:
     try:
-        from focusing.core.train.memory import estimate_training_memory
+        from focusing.core.vae.train.memory import estimate_training_memory
     except ImportError:
         return None
     return estimate_training_memory(setup, meshes).as_dict()

@@ -5,7 +5,7 @@ nine training and six held-out meshes, with the fandisk target-ceiling F within 
 The old geometry code (a cKDTree over dense surface samples to pick candidate faces and to
 pre-filter the points near the surface) is loaded from git at --old-rev; the new one (libigl's
 AABB tree, chunked view fusion) is the working tree's. Both build the same record through
-focusing.core.train.data.build_record, old and new one after the other for each mesh, in one
+focusing.core.data.records.build_record, old and new one after the other for each mesh, in one
 process pinned to one CPU (sched_setaffinity, torch.set_num_threads(1), IGL_NUM_THREADS=1).
 The table has each record's total seconds, the TSDF target's share (tsdf_target: corner
 enumeration plus surface_tsdf) and surface_tsdf's, and the largest change of the target.
@@ -91,7 +91,7 @@ def geometry_code(old: dict[str, types.ModuleType] | None):
 def stage_timers(seconds: dict[str, float]):
     """Add the time spent in data.tsdf_target and tsdf.surface_tsdf to seconds[...]."""
     from focusing.core.geometry import tsdf
-    from focusing.core.train import data
+    from focusing.core.data import records as data
 
     patched = [(mod, name) for mod, name in ((data, "tsdf_target"), (tsdf, "surface_tsdf"))
                if hasattr(mod, name)]  # data.py may be reorganised: time what is there
@@ -118,7 +118,7 @@ def stage_timers(seconds: dict[str, float]):
 def settings_at(output: int) -> dict:
     """The cache settings training uses for a default setup at this output resolution."""
     from focusing.core.config import Setup, load_defaults
-    from focusing.core.train.data import cache_settings
+    from focusing.core.data.records import cache_settings
 
     if output % 4:
         raise SystemExit(f"--output must be 4x the latent resolution, got {output}")
@@ -129,7 +129,7 @@ def settings_at(output: int) -> dict:
 
 def time_record(path: Path, settings: dict, old, repeat: int) -> tuple[dict, torch.Tensor]:
     """Fastest of `repeat` build_record runs: seconds per stage, and the TSDF values [M]."""
-    from focusing.core.train.data import build_record
+    from focusing.core.data.records import build_record
 
     best = None
     for _ in range(repeat):

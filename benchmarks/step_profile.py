@@ -31,7 +31,7 @@ def main() -> None:
 
     from focusing.core.config import resolve_setup
     from focusing.core.engine.profile import profile_steps
-    from focusing.core.train.trainer import Trainer
+    from focusing.core.vae.train.trainer import Trainer
     from focusing.eval.compare import load_budget
 
     budget = load_budget(args.budget)

@@ -2,7 +2,7 @@
 reconstruction, per mesh, at output 128 and 256 (issue 22, item 1).
 
 The render-free warm-up regresses every decoded corner onto the cached target of
-`focusing.core.train.data.tsdf_target` (view-fused sign, exact distance near the surface,
+`focusing.core.data.records.tsdf_target` (view-fused sign, exact distance near the surface,
 truncation 2 output voxels). A decoder that learnt that target perfectly would mesh to what this
 script meshes: FlexiCubes on every child of the latent voxels, corner SDF = the target, zero
 deformation. Its F-score is therefore the ceiling of the warm-up, and the gap between that
@@ -31,7 +31,7 @@ from focusing.core.metrics import evaluate
 from focusing.core.sparse.hashing import CoordIndex
 from focusing.core.sparseflex.field import field_from_corner_sdf
 from focusing.core.sparseflex.flexicubes import extract_mesh
-from focusing.core.train.data import CACHE_VERSION, build_record
+from focusing.core.data.records import CACHE_VERSION, build_record
 
 ROOT = Path(__file__).resolve().parents[1]
 

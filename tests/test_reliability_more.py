@@ -20,8 +20,8 @@ from focusing.core import cli
 from focusing.core.config import load_setup
 from focusing.core.engine import memory as engine_memory
 from focusing.core.geometry.mesh import load_mesh, mesh_names, save_mesh
-from focusing.core.train import memory as guard
-from focusing.core.train.data import ShapeDataset
+from focusing.core.vae.train import memory as guard
+from focusing.core.data.dataset import ShapeDataset
 
 from meshdata import MESHES, mesh_file
 from train._training_fixtures import TINY

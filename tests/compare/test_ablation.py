@@ -51,7 +51,7 @@ def test_render_free_steps_do_not_depend_on_the_warmups_length(tmp_path):
 
     from focusing.core.config import resolve_setup
     from focusing.core.engine.checkpoint import weights_path
-    from focusing.core.train.trainer import Trainer
+    from focusing.core.vae.train.trainer import Trainer
 
     data = tmp_path / "data"
     data.mkdir()

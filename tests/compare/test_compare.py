@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from focusing.core.geometry.mesh import load_mesh
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 from focusing.core.config import load_setup
-from focusing.core.train.data import mesh_files, shape_order
+from focusing.core.data.dataset import mesh_files, shape_order
 from focusing.eval.compare import (
     CompareError, load_budget, minutes_after_warmup, parse_spec, parse_specs, split_specs,
 )
@@ -347,7 +347,7 @@ def test_render_free_warmup_is_the_same_for_both_setups(tmp_path):
 
     from focusing.core.config import resolve_setup
     from focusing.core.engine.checkpoint import weights_path
-    from focusing.core.train.trainer import Trainer
+    from focusing.core.vae.train.trainer import Trainer
 
     data = tmp_path / "data"
     data.mkdir()

@@ -454,7 +454,7 @@ def test_find_mesh_files_one_rule(tmp_path, caplog):
 
 
 def test_train_lists_meshes_by_the_same_rule(tmp_path):
-    from focusing.core.train.data import mesh_files
+    from focusing.core.data.dataset import mesh_files
 
     for name in ["a.off", "._a.off", ".b.off"]:
         shutil.copy(mesh_file("couplingdown"), tmp_path / name)

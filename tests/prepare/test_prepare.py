@@ -27,7 +27,8 @@ from focusing.core.data.prepare import prepare_dataset
 from focusing.core.data.prepared import MANIFEST_FILE, read_manifest, read_record
 from focusing.core.data.streaming import PreparedShapes, ShardSampler, shard_indices, shard_loader
 from focusing.core.engine.distributed import rank_slots
-from focusing.core.train.data import ShapeDataset, build_record, cache_settings, shape_order
+from focusing.core.data.dataset import ShapeDataset, shape_order
+from focusing.core.data.records import build_record, cache_settings
 
 from meshdata import REPO, mesh_file
 
@@ -198,7 +199,7 @@ def test_train_reads_a_prepared_set_as_it_reads_the_mesh_folder(prepared, meshes
     with pytest.raises(ConfigError, match=r"resolutions \(model.latent_resolution\): prepared"):
         ShapeDataset(prepared, _setup("model.latent_resolution=16"), progress=False)
     # one training step through the command, reading the records one at a time
-    from focusing.core.train.trainer import Trainer
+    from focusing.core.vae.train.trainer import Trainer
 
     monkeypatch.setenv("FOCUSING_STREAM_BYTES", "0")
     trainer = Trainer(_setup("train.steps=1"), prepared, tmp_path / "run", progress=False)

@@ -8,7 +8,7 @@ sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 
 from _training_fixtures import TINY  # noqa: E402
 from focusing.core.config import load_setup  # noqa: E402
-from focusing.core.train.trainer import Trainer  # noqa: E402
+from focusing.core.vae.train.trainer import Trainer  # noqa: E402
 
 if __name__ == "__main__":
     data, run, total, stop = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

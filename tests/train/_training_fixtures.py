@@ -45,7 +45,7 @@ def _isolated_cache(tmp_path: Path, monkeypatch):
 def tiny_run(tiny_data: Path, tmp_path: Path) -> Path:
     """A run folder trained for one step with the tiny settings."""
     from focusing.core.config import load_setup
-    from focusing.core.train.trainer import Trainer
+    from focusing.core.vae.train.trainer import Trainer
 
     run = tmp_path / "tiny-run"
     trainer = Trainer(load_setup("focusing", TINY + ["train.steps=1"]), tiny_data, run,
@@ -60,7 +60,7 @@ def surface_run(tiny_data: Path, tmp_path: Path) -> Path:
     """A tiny run trained long enough (120 render-free steps) to decode a surface: the decoder
     starts as an empty field (with pointnet.reach = 1, 80 steps left couplingdown empty)."""
     from focusing.core.config import load_setup
-    from focusing.core.train.trainer import Trainer
+    from focusing.core.vae.train.trainer import Trainer
 
     run = tmp_path / "surface-run"
     trainer = Trainer(load_setup("focusing", TINY + ["train.steps=120", "loss.tsdf_steps=120",

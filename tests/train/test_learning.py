@@ -15,7 +15,7 @@ import trimesh
 
 from focusing.core.geometry.mesh import Mesh, load_mesh, save_mesh
 from focusing.core.config import load_setup
-from focusing.core.train.trainer import Trainer
+from focusing.core.vae.train.trainer import Trainer
 from focusing.core.vae.calibration import load_calibrated_threshold
 from focusing.core.vae.reconstruct import reconstruct_file
 from focusing.core.metrics import evaluate

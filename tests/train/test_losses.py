@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from focusing.core.train.losses import occupancy_loss, tsdf_loss
+from focusing.core.vae.train.losses import occupancy_loss, tsdf_loss
 
 TRUNC = 0.25
 
@@ -62,7 +62,7 @@ def test_occupancy_loss_is_class_balanced_bce():
 
 
 def test_saturated_tsdf_loss_frees_only_far_corners_beyond_the_truncation_on_their_side():
-    from focusing.core.train.losses import tsdf_loss
+    from focusing.core.vae.train.losses import tsdf_loss
 
     t = 0.5
     target = torch.tensor([0.9, 0.9, -2.0, -2.0, 0.2, 0.4], dtype=torch.float64)

@@ -43,7 +43,7 @@ def test_peak_memory_per_phase_matches_the_allocations():
 
 def test_vae_steps_report_their_phases(tiny_data, tmp_path):
     from focusing.core.config import load_setup
-    from focusing.core.train.trainer import Trainer
+    from focusing.core.vae.train.trainer import Trainer
 
     setup = load_setup("focusing", TINY + ["train.steps=4", "loss.tsdf_steps=2",
                                            "loss.warmup_render=false"])

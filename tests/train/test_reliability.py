@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from focusing.core import cli
 from focusing.core.config import resolve_setup
-from focusing.core.train.data import ShapeDataset
+from focusing.core.data.dataset import ShapeDataset
 
 from _training_fixtures import TINY, _isolated_cache  # noqa: F401 (autouse fixture)
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from focusing.core import cli
 from focusing.core.plugins import get_registry
 from focusing.core.config import load_setup
-from focusing.core.train.trainer import Trainer
+from focusing.core.vae.train.trainer import Trainer
 
 from _training_fixtures import TINY, _isolated_cache  # noqa: F401 (autouse fixture)
 

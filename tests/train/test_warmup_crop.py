@@ -5,8 +5,8 @@ import torch
 
 from focusing.core.config import load_setup
 from focusing.core.sparse.tensor import SparseTensor
-from focusing.core.train.data import build_record, cache_settings
-from focusing.core.train.trainer import warmup_crop
+from focusing.core.data.records import build_record, cache_settings
+from focusing.core.vae.train.trainer import warmup_crop
 from focusing.core.vae.model import ShapeVAE
 from meshdata import mesh_file
 

@@ -36,6 +36,6 @@ def focusing_setups() -> list:
 def focusing_commands() -> list:
     """Core's CLI subcommands beyond `plugins`."""
     from focusing.core.data.cli import prepare_command
-    from focusing.core.train.cli import reconstruct_command, train_command
+    from focusing.core.vae.cli import reconstruct_command, train_command
 
     return [train_command, reconstruct_command, prepare_command]

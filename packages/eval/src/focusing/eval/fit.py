@@ -33,7 +33,7 @@ from focusing.core.sparseflex.field import (
     sparseflex_from_features,
 )
 from focusing.core.sparseflex.flexicubes import extract_mesh
-from focusing.core.train.losses import render_losses, sparse_tv_loss
+from focusing.core.vae.train.losses import render_losses, sparse_tv_loss
 from focusing.core.engine.memory import PeakMemory
 
 __all__ = ["FitConfig", "FitResult", "fit_mesh", "default_renderer", "init_features"]

@@ -68,7 +68,7 @@ def _guess(points: list[dict], key: str, output: int, default_exponent: float) -
 
 
 def _pick_mesh(data: Path, stem: str | None) -> Path:
-    from focusing.core.train.data import mesh_files
+    from focusing.core.data.dataset import mesh_files
 
     files = mesh_files(data)
     for f in files:

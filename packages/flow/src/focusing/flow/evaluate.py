@@ -18,7 +18,7 @@ def evaluate_flow(structure_run: Path, latent_run: Path, data_dir: Path, steps: 
     shape VAE is refused unless allow_vae_change: see ImageTo3D)."""
     from focusing.core.geometry.mesh import Mesh
     from focusing.core.metrics import evaluate
-    from focusing.core.train.data import ShapeDataset
+    from focusing.core.data.dataset import ShapeDataset
     from focusing.flow.generate import ImageTo3D
     from focusing.flow.views import held_out_views
 

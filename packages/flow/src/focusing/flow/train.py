@@ -40,7 +40,7 @@ from focusing.core.engine.runfolder import claim_run_folder
 from focusing.core.io import write_text_atomic
 from focusing.core.plugins import FlowStage, get_registry
 from focusing.core.sparse.tensor import SparseTensor, collate
-from focusing.core.train.data import ShapeDataset, default_cache_dir, shape_order
+from focusing.core.data.dataset import ShapeDataset, default_cache_dir, shape_order
 from focusing.flow import rectified_flow as rf
 from focusing.flow.stages import (
     VAE_IDENTITY_KEYS, LatentStage, StructureStage, build_stage, check_vae_identity, load_vae,

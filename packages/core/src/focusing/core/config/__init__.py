@@ -252,10 +252,10 @@ class CamerasConfig:
 
 
 def _loss_config() -> type:
-    """[loss]: one checked weight (>= 0) per key the rows of train/losses.LOSS_TERMS name, then
+    """[loss]: one checked weight (>= 0) per key the rows of vae/train/losses.LOSS_TERMS name, then
     the options of the TSDF warm-up and the perceptual term. Built from the rows, so that a new
     loss needs no field here: its row and its default in defaults.toml are enough."""
-    from focusing.core.train.losses import weight_keys
+    from focusing.core.vae.train.losses import weight_keys
 
     options = [
         ("perceptual", float, _float(lo=0)),
@@ -270,7 +270,7 @@ def _loss_config() -> type:
     weights = [(key, float, _float(lo=0)) for key in weight_keys()]
     cls = dataclasses.make_dataclass("LossConfig", weights + options, frozen=True)
     cls.__module__ = __name__
-    cls.__doc__ = "[loss]: weights of eq. 7 (train/losses.LOSS_TERMS) and the TSDF warm-up."
+    cls.__doc__ = "[loss]: weights of eq. 7 (vae/train/losses.LOSS_TERMS) and the TSDF warm-up."
     return cls
 
 

@@ -44,7 +44,7 @@ def prepare_command(
     """Prepare meshes into a data set for `focusing train --data`: resumable, fault tolerant."""
     from focusing.core.config import ConfigError, resolve_setup
     from focusing.core.data.prepare import parse_shard, prepare_dataset, summary
-    from focusing.core.train.data import CacheError
+    from focusing.core.data.records import CacheError
 
     try:
         config = resolve_setup(setup, list(overrides))

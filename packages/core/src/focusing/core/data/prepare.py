@@ -34,7 +34,7 @@ from focusing.core.data.prepared import (
 from focusing.core.engine.lock import LOCK_NAME, acquire
 from focusing.core.geometry.mesh import find_mesh_files
 from focusing.core.io import resolve_dotdot, temp_name_of
-from focusing.core.train.data import BUILD_STAGES, build_record, cache_settings
+from focusing.core.data.records import BUILD_STAGES, build_record, cache_settings
 
 
 @dataclass(frozen=True)

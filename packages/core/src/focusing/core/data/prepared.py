@@ -5,7 +5,7 @@ thousands of meshes is prepared once instead (`focusing prepare`), each shape's 
 and read back record by record. A DATASET folder holds:
 
 - `dataset.json`: format, version, the settings the records depend on
-  (train.data.cache_settings) with their hash, and the counts of the last run;
+  (data.records.cache_settings) with their hash, and the counts of the last run;
 - `manifest.jsonl`: one JSON line per finished shape, appended by one process and fsynced;
   the last line of a source is its state: source, sha256 (of the file's bytes), name, record,
   settings_hash, status (ok | failed), reason and error, seconds per stage, bytes, finished;
@@ -36,9 +36,9 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from focusing.core.config import ConfigError
+from focusing.core.data.records import CacheError, ShapeRecord
 from focusing.core.geometry.mesh import mesh_names
 from focusing.core.io import write_bytes_atomic, write_text_atomic
-from focusing.core.train.data import CacheError, ShapeRecord
 
 FORMAT = "focusing-prepared"
 VERSION = 1
@@ -59,7 +59,7 @@ class PreparedError(CacheError):
 
 
 def settings_hash(settings: dict) -> str:
-    """Hash (16 hex digits) of the record settings (train.data.cache_settings)."""
+    """Hash (16 hex digits) of the record settings (data.records.cache_settings)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -3,7 +3,7 @@
 Why: a set larger than memory cannot be loaded at the start of a run. PreparedShapes is a torch
 Dataset that reads one record per item from its file, so DataLoader workers read ahead while
 the memory stays flat. ShardSampler yields, for a range of steps, exactly the shape indices
-training uses (train.data.shape_order: epoch-wise permutations fixed by the seed), and of each
+training uses (data.dataset.shape_order: epoch-wise permutations fixed by the seed), and of each
 step only the slots this rank computes (engine.distributed.rank_slots, the Engine's own split).
 So every rank reads only its shard, the order is reproducible, and a run resumed at step S
 reads what an unbroken run would have read from step S on.
@@ -18,9 +18,10 @@ from typing import Iterator
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from focusing.core.data.dataset import shape_order
 from focusing.core.data.prepared import prepared_shapes, read_record
+from focusing.core.data.records import ShapeRecord
 from focusing.core.engine.distributed import rank_slots
-from focusing.core.train.data import ShapeRecord, shape_order
 
 # A set whose records take more than this is streamed by default (ShapeDataset, stream=None);
 # FOCUSING_STREAM_BYTES overrides it (0: always stream).

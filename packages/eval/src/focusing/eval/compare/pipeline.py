@@ -30,7 +30,7 @@ def log(msg: str) -> None:
 
 def _select_meshes(folder: Path, limit: int, into: Path) -> tuple[Path, list[Path]]:
     """(training folder, mesh files): the folder itself, or a folder of links to the first N."""
-    from focusing.core.train.data import mesh_files
+    from focusing.core.data.dataset import mesh_files
 
     files = mesh_files(folder)
     if limit <= 0 or limit >= len(files):
@@ -222,7 +222,7 @@ def compare(data: Path, setups: str, budget_name: str, out: Path, eval_dir: Path
             overwrite: bool = False, command: str = "", seeds: int = 1) -> dict:
     """The whole comparison at `seeds` seeds; returns the report dict (also out/report.json)."""
     from focusing.core.geometry.mesh import mesh_names
-    from focusing.core.train.data import mesh_files
+    from focusing.core.data.dataset import mesh_files
     from focusing.eval import report as report_mod
 
     t_start = time.perf_counter()

@@ -33,7 +33,7 @@ def run_child_job(job: dict) -> dict:
 
     from focusing.core.config import resolve_setup
     from focusing.core.engine.memory import PeakMemory
-    from focusing.core.train.trainer import Trainer
+    from focusing.core.vae.train.trainer import Trainer
 
     if int(job.get("threads", 0)) > 0:
         torch.set_num_threads(int(job["threads"]))

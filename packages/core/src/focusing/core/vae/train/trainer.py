@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from focusing.core.config import Setup, normalise_stored
+from focusing.core.data.dataset import ShapeDataset, shape_order
+from focusing.core.data.records import ShapeRecord
 from focusing.core.engine import (
     Engine, StepOutput, StepResult, TrainStep, check_run_folder, prepare, set_reproducibility,
 )
@@ -33,11 +35,10 @@ from focusing.core.sparse.hashing import CoordIndex
 from focusing.core.sparse.tensor import SparseTensor
 from focusing.core.sparseflex.field import sparseflex_from_features
 from focusing.core.sparseflex.flexicubes import extract_mesh
-from focusing.core.train import losses
-from focusing.core.train.data import ShapeDataset, ShapeRecord, shape_order
-from focusing.core.train.memory import check_run_memory
 from focusing.core.vae.model import ShapeVAE
 from focusing.core.vae.pointnet import holding_voxels
+from focusing.core.vae.train import losses
+from focusing.core.vae.train.memory import check_run_memory
 
 @dataclass
 class ShapeResult:

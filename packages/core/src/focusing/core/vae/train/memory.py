@@ -168,7 +168,7 @@ def _refusal(est: MemoryEstimate, terms: dict[str, float], need: float, avail: f
         f"model.latent_resolution = {resolution}, output {4 * resolution}^3), more than "
         f"train.memory_fraction = {fraction:g} of the {_gib(avail)} {where}; lower {lower[0]}"
         f"{others}, or set train.memory_fraction=0 to skip this estimate "
-        "(focusing.core.train.memory)")
+        "(focusing.core.vae.train.memory)")
 
 
 def check_training_memory(setup: Setup | dict, meshes: int, available: float | None = None,
@@ -206,7 +206,7 @@ def check_run_memory(setup: Setup | dict, data_dir, eval_dir=None) -> MemoryEsti
     (a prepared set counts the records it holds in memory: none when streamed)."""
     from pathlib import Path
 
-    from focusing.core.train.data import held_shapes
+    from focusing.core.data.dataset import held_shapes
 
     setup = Setup.from_dict(setup)
     if setup.train.memory_fraction <= 0:

@@ -72,8 +72,8 @@ def train_command(
     from focusing.core.engine.checkpoint import write_fault
     from focusing.core.geometry.mesh import MeshError
     from focusing.core.plugins import PluginError
-    from focusing.core.train.data import CacheError
-    from focusing.core.train.trainer import Trainer
+    from focusing.core.data.records import CacheError
+    from focusing.core.vae.train.trainer import Trainer
 
     def fail(exc: BaseException | str, code: int):
         if debug or debugging():

@@ -1,1 +1,0 @@
-"""focusing.core.train."""
