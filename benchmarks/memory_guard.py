@@ -66,7 +66,7 @@ def _point(args: argparse.Namespace) -> dict:
 
     setup = load_setup(args.setup, list(args.set) + [
         f"model.latent_resolution={args.point}", f"train.steps={args.steps}",
-        "train.checkpoint_every=0", "train.image_every=0"])
+        "train.checkpoint_every=0", "evaluation.image_every=0"])
     settings = data_mod.cache_settings(setup)
     files = data_mod.mesh_files(Path(args.data))
     prep_mb, records_mb, counts = 0.0, 0.0, []

@@ -62,10 +62,10 @@ def _train(data: Path, out: Path, *sets: str, tiny: bool = True):
 
 def test_a_tiny_memory_fraction_refuses_a_tiny_run_before_anything_is_written(data, tmp_path):
     out = tmp_path / "run"
-    res = _train(data, out, "train.steps=1", "train.memory_fraction=1e-9")
+    res = _train(data, out, "train.steps=1", "resources.memory_fraction=1e-9")
     assert res.exit_code == 2, res.output
     assert "error: this run would need about" in res.output
-    assert "train.memory_fraction = 1e-09" in res.output and "lower " in res.output
+    assert "resources.memory_fraction = 1e-09" in res.output and "lower " in res.output
     assert "Traceback" not in res.output and not out.exists()
 
 
@@ -124,7 +124,7 @@ def test_a_gpu_run_sets_the_steps_against_the_gpu_memory(data):
 
 
 def test_memory_fraction_zero_turns_the_guard_off(data):
-    huge = load_setup("focusing", ["model.latent_resolution=1024", "train.memory_fraction=0"])
+    huge = load_setup("focusing", ["model.latent_resolution=1024", "resources.memory_fraction=0"])
     guard.check_training_memory(huge, 9, available=1 * GiB)
 
 
@@ -155,8 +155,8 @@ def test_meshes_sharing_a_stem_are_told_apart_in_records_and_quality_rows(tmp_pa
     shutil.copy(mesh_file("couplingdown"), folder / "shape.off")
     save_mesh(load_mesh(mesh_file("elephant-with-holes"), normalize=False), folder / "shape.ply")
     out = tmp_path / "run"
-    res = _train(folder, out, "train.steps=1", "train.eval_every=1", "train.eval_meshes=2",
-                 "train.calibration_meshes=2")
+    res = _train(folder, out, "train.steps=1", "train.eval_every=1", "evaluation.meshes=2",
+                 "evaluation.calibration_meshes=2")
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in (out / "quality.jsonl").read_text().splitlines()]
     assert sorted(row["mesh"] for row in rows) == ["shape.off", "shape.ply"]

@@ -64,9 +64,10 @@ tsdf_steps = 112
 warmup_latents = 0
 [config.train]
 checkpoint_every = 0
-image_every = 0
 lr = 5e-3
 eval_every = 60
+[config.evaluation]
+image_every = 0
 [config.selectors.params.zoom]
 n_min = 8
 n_max = 32

@@ -28,7 +28,7 @@ VAE_TINY = [
     "encoder.width=16", "encoder.depth=1", "encoder.heads=2", "encoder.window=4",
     "decoder.width=16", "decoder.depth=1", "decoder.heads=2", "decoder.window=4",
     "pointnet.hidden=8", "pointnet.out=8", "upsampler.channels=[8, 8]", "loss.tsdf_views=2",
-    "train.checkpoint_every=0", "train.calibration_meshes=1",
+    "train.checkpoint_every=0", "evaluation.calibration_meshes=1",
 ]
 FLOW_TINY = [
     "views.count=2", "views.held_out=1", "views.render_size=32", "views.image_size=32",

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import torch
 
-from focusing.core.config import TrainConfig, load_defaults, check_value, setting_rules
+from focusing.core.config import EngineConfig, load_defaults, check_value, setting_rules
 from focusing.core.engine import Engine, StepOutput, TrainStep, prepare
 
 W_TRUE = torch.tensor([[1.5], [-2.0], [0.5]])
 
 
-def toy_train(**overrides) -> TrainConfig:
+def toy_train(**overrides) -> EngineConfig:
     """The defaults' [train] table with overrides, checked like any setup."""
     table = dict(load_defaults()["train"], **overrides)
     rules = setting_rules()
-    return TrainConfig(**{k: check_value(f"train.{k}", v, rules[f"train.{k}"])
+    return EngineConfig(**{k: check_value(f"train.{k}", v, rules[f"train.{k}"])
                           for k, v in table.items()})
 
 

@@ -20,7 +20,7 @@ TINY = [
     "loss.tsdf_views=4",
     "loss.warmup_render=true",  # the setups' own (rendered) step from step 0; tiny_run does not
     "train.checkpoint_every=0",
-    "train.image_every=1",
+    "evaluation.image_every=1",
     "selectors.params.zoom.n_min=8",
     "selectors.params.zoom.n_max=32",
 ]

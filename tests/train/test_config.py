@@ -66,3 +66,32 @@ def test_a_run_stored_before_pointnet_reach_existed_loads_with_its_earlier_behav
     assert normalise_stored(stored)["pointnet"]["reach"] == 0
     stored["pointnet"]["reach"] = 1
     assert normalise_stored(stored)["pointnet"]["reach"] == 1
+
+
+@pytest.mark.parametrize("old,new", [("train.eval_meshes", "evaluation.meshes"),
+                                     ("train.calibration_meshes", "evaluation.calibration_meshes"),
+                                     ("train.memory_fraction", "resources.memory_fraction")])
+def test_a_key_that_moved_out_of_train_is_unknown_there_and_names_its_new_place(old, new):
+    with pytest.raises(ConfigError, match=rf"unknown setting '{old}' \(moved to {new}\); "
+                                          "valid keys here: amp, batch_size"):
+        load_setup("focusing", [f"{old}=1"])
+    table, _, leaf = new.partition(".")
+    assert load_setup("focusing", [f"{new}=1"])[table][leaf] == 1
+
+
+def test_a_run_stored_before_the_evaluation_table_loads_with_its_keys_moved():
+    import dataclasses
+
+    from focusing.core.config import EngineConfig, normalise_stored, setup_from_run
+
+    stored = load_setup("focusing")
+    old = {"eval_meshes": 3, "eval_tau": 0.01, "calibration_meshes": 0, "image_every": 5,
+           "mesh_every": 7, "workers": 2, "memory_fraction": 0.5}
+    del stored["evaluation"], stored["resources"]
+    stored["train"].update(old)
+    setup = setup_from_run(stored)
+    assert (setup.evaluation.meshes, setup.evaluation.tau, setup.evaluation.calibration_meshes,
+            setup.evaluation.image_every, setup.evaluation.mesh_every) == (3, 0.01, 0, 5, 7)
+    assert (setup.resources.workers, setup.resources.memory_fraction) == (2, 0.5)
+    engine_keys = {f.name for f in dataclasses.fields(EngineConfig)}
+    assert set(normalise_stored(stored)["train"]) == engine_keys

@@ -30,7 +30,7 @@ LEARNING = [
     "decoder.width=32", "decoder.depth=1", "decoder.heads=2", "decoder.window=4",
     "pointnet.hidden=16", "pointnet.out=16", "upsampler.channels=[16, 8]",
     "cameras.image_size=64", "loss.tsdf_views=6", "loss.tsdf_steps=250", "loss.warmup_latents=0",
-    "train.steps=250", "train.lr=5e-3", "train.checkpoint_every=0", "train.image_every=0",
+    "train.steps=250", "train.lr=5e-3", "train.checkpoint_every=0", "evaluation.image_every=0",
     "train.seed=0",
 ]
 TAU = 0.02

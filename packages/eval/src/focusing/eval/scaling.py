@@ -89,7 +89,7 @@ def scaling_study(data: Path, setups: str, budget_name: str, out: Path, command:
     timeout = float(sc.get("timeout_s", 900))
     frac = float(sc.get("memory_fraction", 0.7))
     base = flatten_overrides(sc.get("config", {})) + [
-        f"train.steps={steps}", "train.checkpoint_every=0", "train.image_every=0"]
+        f"train.steps={steps}", "train.checkpoint_every=0", "evaluation.image_every=0"]
     specs = parse_specs(setups, base)
     out = Path(out)
     work = out / "scaling"

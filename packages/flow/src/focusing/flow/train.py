@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from focusing.core.config import ConfigError, TrainConfig, check_value, dumps, load_defaults
+from focusing.core.config import ConfigError, EngineConfig, check_value, dumps, load_defaults
 from focusing.core.engine import (
     Engine, StepOutput, StepResult, TrainStep, check_run_folder, load_weights, prepare,
     read_run_config,
@@ -69,14 +69,14 @@ class FlowShape:
     latents: torch.Tensor | None = None
 
 
-def flow_train_config(train: dict) -> TrainConfig:
-    """The engine's TrainConfig of a flow [train] table (keys only the VAE reads, such as
-    image_every, take core's defaults); every value checked as core checks it."""
+def flow_train_config(train: dict) -> EngineConfig:
+    """The engine's EngineConfig of a flow [train] table (engine keys the table leaves out, such
+    as restart_at, take core's defaults); every value checked as core checks it."""
     merged = {**load_defaults()["train"], **train}
     values = {}
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(EngineConfig):
         values[f.name] = check_value(f"train.{f.name}", merged[f.name], f.metadata["rule"])
-    return TrainConfig(**values)
+    return EngineConfig(**values)
 
 
 def prepare_shapes(cfg: dict, vae, vae_cfg: dict, data_dir: Path, with_latents: bool,

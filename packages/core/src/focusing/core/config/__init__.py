@@ -278,8 +278,10 @@ LossConfig = _loss_config()
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """[train]: the schedule and the run folder's rhythm (what the training engine reads)."""
+class EngineConfig:
+    """[train]: the schedule and the run folder's rhythm: the keys the training engine reads
+    (focusing.core.engine), and nothing of a particular trainer. The flow stages type their own
+    [train] tables with it too."""
 
     steps: int = _int(lo=0)
     minutes: float = _float(lo=0)
@@ -293,18 +295,33 @@ class TrainConfig:
     ema: float = _float(lo=0, hi=1, hi_open=True)
     seed: int = _int(lo=0)
     log_every: int = _int(lo=1)
-    image_every: int = _int(lo=0)
-    mesh_every: int = _int(lo=0)
     checkpoint_every: int = _int(lo=0)
-    workers: int = _int(lo=0)
     amp: str = _str(choices=("auto", "off", "bf16"))
     eval_every: int = _int(lo=0)
-    eval_meshes: int = _int(lo=0)
-    eval_tau: float = _float(lo=0, lo_open=True)
-    calibration_meshes: int = _int(lo=0)
     nonfinite: str = _str(choices=("skip", "stop"))
     max_nonfinite_skips: int = _int(lo=1)
     deterministic: bool = _bool()
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """[evaluation]: what the VAE measures and shows beside its loss: the evaluations (every
+    train.eval_every steps and at the end), the threshold calibration, TensorBoard's images and
+    meshes."""
+
+    meshes: int = _int(lo=0)
+    tau: float = _float(lo=0, lo_open=True)
+    calibration_meshes: int = _int(lo=0)
+    image_every: int = _int(lo=0)
+    mesh_every: int = _int(lo=0)
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """[resources]: what a VAE run may take of the machine: mesh preparation processes and the
+    share of the available memory its estimated start may need (vae/train/memory.py)."""
+
+    workers: int = _int(lo=0)
     memory_fraction: float = _float(lo=0)
 
 
@@ -331,7 +348,9 @@ class Setup:
     selectors: SelectorsConfig = None
     cameras: CamerasConfig = None
     loss: LossConfig = None
-    train: TrainConfig = None
+    train: EngineConfig = None
+    evaluation: EvaluationConfig = None
+    resources: ResourcesConfig = None
     inference: InferenceConfig = None
 
     @classmethod
@@ -366,8 +385,9 @@ def _build(cls, data: Any, path: str):
     extra = sorted(set(data) - set(fields))
     if extra:
         valid = ", ".join(sorted(fields))
-        raise ConfigError(f"unknown setting {path + '.' if path else ''}{extra[0]!r}; "
-                          f"valid keys here: {valid}")
+        where = f"{path}.{extra[0]}" if path else extra[0]
+        raise ConfigError(f"unknown setting {path + '.' if path else ''}{extra[0]!r}"
+                          f"{_moved_hint(where, MOVED_KEYS)}; valid keys here: {valid}")
     values = {}
     for name, f in fields.items():
         where = f"{path}.{name}" if path else name
@@ -381,7 +401,8 @@ def _build(cls, data: Any, path: str):
 _TABLES = {"backend": BackendConfig, "model": ModelConfig, "pointnet": PointNetConfig,
            "encoder": TransformerConfig, "decoder": TransformerConfig, "upsampler": UpsamplerConfig,
            "selectors": SelectorsConfig, "cameras": CamerasConfig, "loss": LossConfig,
-           "train": TrainConfig, "inference": InferenceConfig}
+           "train": EngineConfig, "evaluation": EvaluationConfig, "resources": ResourcesConfig,
+           "inference": InferenceConfig}
 
 
 def setting_rules() -> dict[str, dict]:
@@ -406,10 +427,17 @@ def load_defaults() -> dict:
         return tomllib.load(fh)
 
 
+def _moved_hint(where: str, moved: dict[str, str] | None) -> str:
+    """' (moved to NEW)' for a key that moved elsewhere, else ''."""
+    return f" (moved to {moved[where]})" if moved and where in moved else ""
+
+
 def merge_tables(base: dict, update: dict, open_tables: tuple[str, ...] = (),
-                 what: str = "setting", path: str = "") -> dict:
+                 what: str = "setting", path: str = "",
+                 moved: dict[str, str] | None = None) -> dict:
     """Deep merge of `update` into a copy of `base`: an unknown key is a ConfigError (naming
-    `what`, e.g. "flow setting") except inside the open tables (dotted paths) listed."""
+    `what`, e.g. "flow setting") except inside the open tables (dotted paths) listed; one of
+    `moved` (old dotted key -> new) says where it went."""
     out = copy.deepcopy(base)
     for key, value in update.items():
         where = f"{path}.{key}" if path else key
@@ -419,22 +447,35 @@ def merge_tables(base: dict, update: dict, open_tables: tuple[str, ...] = (),
                 out[key] = copy.deepcopy(value)
                 continue
             valid = ", ".join(sorted(out)) or "(none)"
-            raise ConfigError(f"unknown {what} {where!r}; valid keys here: {valid}")
+            raise ConfigError(f"unknown {what} {where!r}{_moved_hint(where, moved)}; "
+                              f"valid keys here: {valid}")
         if isinstance(out[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{what} {where!r} is a table, got {value!r}")
-            out[key] = merge_tables(out[key], value, open_tables, what, where)
+            out[key] = merge_tables(out[key], value, open_tables, what, where, moved)
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
 def _merge(base: dict, update: dict) -> dict:
-    return merge_tables(base, update, OPEN_TABLES)
+    return merge_tables(base, update, OPEN_TABLES, moved=MOVED_KEYS)
 
 
 # Tables whose keys are not fixed in defaults.toml.
 OPEN_TABLES = ("selectors.params", "upsampler.params")
+# Keys that moved (old -> new): a setup that names the old one is told where it went; a run
+# folder's stored config is read with it moved (normalise_stored). [train] holds the engine's
+# keys only; the VAE's evaluation and resource keys have their own tables.
+MOVED_KEYS = {
+    "train.eval_meshes": "evaluation.meshes",
+    "train.eval_tau": "evaluation.tau",
+    "train.calibration_meshes": "evaluation.calibration_meshes",
+    "train.image_every": "evaluation.image_every",
+    "train.mesh_every": "evaluation.mesh_every",
+    "train.workers": "resources.workers",
+    "train.memory_fraction": "resources.memory_fraction",
+}
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -516,10 +557,17 @@ EARLIER_BEHAVIOUR = {"pointnet.reach": 0}
 
 
 def normalise_stored(stored: dict) -> dict:
-    """A run folder's stored config brought to today's keys: removed keys dropped, new keys
-    filled with the behaviour the run had before they existed (EARLIER_BEHAVIOUR, else the
-    default)."""
+    """A run folder's stored config brought to today's keys: moved keys moved (MOVED_KEYS),
+    removed keys dropped, new keys filled with the behaviour the run had before they existed
+    (EARLIER_BEHAVIOUR, else the default)."""
     stored = copy.deepcopy(stored)
+    for old, new in MOVED_KEYS.items():
+        table, _, leaf = old.rpartition(".")
+        if isinstance(stored.get(table), dict) and leaf in stored[table]:
+            value = stored[table].pop(leaf)
+            new_table, _, new_leaf = new.rpartition(".")
+            if isinstance(stored.setdefault(new_table, {}), dict):
+                stored[new_table].setdefault(new_leaf, value)
     for key in REMOVED_KEYS:
         table, _, leaf = key.rpartition(".")
         if isinstance(stored.get(table), dict):

@@ -36,11 +36,13 @@ API (what a new trainer needs)::
                     resume=False, allow_changes=False, dist_info=dist)
     history = engine.fit()            # list[StepResult]; engine.close() closes TensorBoard
 
-`train` is a `focusing.core.config.TrainConfig` (the [train] table): steps, minutes (a wall-time
-limit on optimisation; the LR schedule then follows the clock), batch_size, lr,
-weight_decay, warmup_steps, grad_clip (0: none), ema (0: none; a weight average that
+`train` is a `focusing.core.config.EngineConfig` (the [train] table, the engine's keys and
+no trainer's): steps, minutes (a wall-time limit on optimisation; the LR schedule then follows
+the clock), batch_size, lr, weight_decay, warmup_steps, restart_at and restart_lr (a second
+warm-up and cosine from that step), grad_clip (0: none), ema (0: none; a weight average that
 checkpoints and evaluations use, `engine.ema`), seed, log_every, checkpoint_every,
-eval_every, amp, nonfinite ("skip" | "stop"), max_nonfinite_skips, deterministic.
+eval_every, amp, nonfinite ("skip" | "stop"), max_nonfinite_skips, deterministic. What a
+trainer reads beyond these lives in its own tables (the VAE's: [evaluation], [resources]).
 
 The run folder (runfolder.py, lock.py): the engine locks it before writing anything (one
 process per folder; a lock left by a killed process is taken over with a warning), refuses a

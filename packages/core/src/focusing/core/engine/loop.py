@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from focusing.core.config import TrainConfig, dumps
+from focusing.core.config import EngineConfig, dumps
 from focusing.core.engine import checkpoint
 from focusing.core.engine.ema import WeightAverage
 from focusing.core.engine.distributed import (
@@ -164,7 +164,7 @@ class TrainStep(ABC):
         """Restore what state_dict returned."""
 
 
-def set_reproducibility(train: TrainConfig) -> None:
+def set_reproducibility(train: EngineConfig) -> None:
     """Seed torch; in deterministic mode also fix one CPU thread and deterministic kernels."""
     if train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -174,13 +174,13 @@ def set_reproducibility(train: TrainConfig) -> None:
     torch.manual_seed(train.seed)
 
 
-def prepare(train: TrainConfig) -> DistInfo:
+def prepare(train: EngineConfig) -> DistInfo:
     """Call before building a TrainStep: reproducibility settings, seed, process group."""
     set_reproducibility(train)
     return init_distributed()
 
 
-def lr_factor(train: TrainConfig, clock=None, restart_clock=None):
+def lr_factor(train: EngineConfig, clock=None, restart_clock=None):
     """LR multiplier per step: linear warm-up over train.warmup_steps, then cosine to 0 over
     train.steps, or over train.minutes of `clock()` seconds where that runs out first.
 
@@ -223,7 +223,7 @@ def lr_factor(train: TrainConfig, clock=None, restart_clock=None):
 class Engine:
     """Runs a TrainStep: run folder, loop, schedule, clipping, non-finite guard, checkpoints."""
 
-    def __init__(self, step: TrainStep, train: TrainConfig, run_dir: Path, config: dict,
+    def __init__(self, step: TrainStep, train: EngineConfig, run_dir: Path, config: dict,
                  resume: bool = False, allow_changes: bool = False, progress: bool = True,
                  dist_info: DistInfo | None = None, name: str = "", normalise_config=None):
         self.trainstep = step

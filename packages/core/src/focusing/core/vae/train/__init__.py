@@ -1,2 +1,5 @@
-"""The shape VAE's training: its step on the shared engine (trainer.py), its loss terms
-(losses.py) and the memory guard of `focusing train` (memory.py)."""
+"""The shape VAE's training: its step on the shared engine, its loss terms, its memory guard.
+
+trainer.py: VAEStep and Trainer (the engine running the step); losses.py: the terms of eq. 7
+(LOSS_TERMS); memory.py: the memory guard of `focusing train`.
+"""

@@ -11,10 +11,10 @@ of meshes alone (no mesh is read, so it answers in milliseconds), the peak of th
   decoded latents (the zoom's n_max, the warm-up crop, or all of them without a zoom), the
   renders, and the weights with their gradients and Adam moments.
 
-A run whose estimate exceeds train.memory_fraction of the memory available (MemAvailable, or
-what a cgroup limit leaves; on a GPU the steps' share is set against the GPU's free memory) is
-refused with an error naming the settings that drive the largest terms. train.memory_fraction = 0
-turns the guard off.
+A run whose estimate exceeds resources.memory_fraction of the memory available (MemAvailable,
+or what a cgroup limit leaves; on a GPU the steps' share is set against the GPU's free memory)
+is refused with an error naming the settings that drive the largest terms.
+resources.memory_fraction = 0 turns the guard off.
 
 The model: every voxel count is SURFACE_FACTOR * N^2 dilated active voxels at a resolution N,
 and every term is a measured constant times a count. The constants were measured on the CPU
@@ -56,7 +56,7 @@ BYTES_PER_PARAMETER = 16.0        # float32 weight, gradient and two Adam moment
 
 
 class MemoryGuardError(ConfigError):
-    """A run's estimated memory exceeds train.memory_fraction of the available memory."""
+    """A run's estimated memory exceeds resources.memory_fraction of the available memory."""
 
 
 @dataclass
@@ -166,21 +166,21 @@ def _refusal(est: MemoryEstimate, terms: dict[str, float], need: float, avail: f
     return MemoryGuardError(
         f"this run would need about {_gib(need)} of memory at its start ({parts}; "
         f"model.latent_resolution = {resolution}, output {4 * resolution}^3), more than "
-        f"train.memory_fraction = {fraction:g} of the {_gib(avail)} {where}; lower {lower[0]}"
-        f"{others}, or set train.memory_fraction=0 to skip this estimate "
+        f"resources.memory_fraction = {fraction:g} of the {_gib(avail)} {where}; lower {lower[0]}"
+        f"{others}, or set resources.memory_fraction=0 to skip this estimate "
         "(focusing.core.vae.train.memory)")
 
 
 def check_training_memory(setup: Setup | dict, meshes: int, available: float | None = None,
                           gpu_free: float | None = None) -> MemoryEstimate:
-    """The estimate, or MemoryGuardError when it exceeds train.memory_fraction of the available
+    """The estimate, or MemoryGuardError when it exceeds resources.memory_fraction of the available
     memory (bytes; default: measured now). On a GPU the step terms are set against its free
     memory and the rest against the host's."""
     from focusing.core.engine.memory import available_memory_bytes
 
     setup = Setup.from_dict(setup)
     est = estimate_training_memory(setup, meshes)
-    fraction = setup.train.memory_fraction
+    fraction = setup.resources.memory_fraction
     if fraction <= 0:
         return est
     host = available_memory_bytes() if available is None else float(available)
@@ -209,7 +209,7 @@ def check_run_memory(setup: Setup | dict, data_dir, eval_dir=None) -> MemoryEsti
     from focusing.core.data.dataset import held_shapes
 
     setup = Setup.from_dict(setup)
-    if setup.train.memory_fraction <= 0:
+    if setup.resources.memory_fraction <= 0:
         return estimate_training_memory(setup, 0)
     meshes = held_shapes(Path(data_dir), setup)
     meshes += held_shapes(Path(eval_dir), setup) if eval_dir is not None else 0

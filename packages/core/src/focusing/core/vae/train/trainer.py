@@ -175,8 +175,9 @@ class VAEStep(TrainStep):
                           postfix={"kept": int(res.counts.get("latent_kept", 0))})
 
     def log(self, writer, step: int, res: StepResult) -> None:
-        """Depth and normal images every train.image_every steps, a mesh every train.mesh_every."""
-        every = self.setup.train.image_every
+        """Depth and normal images every evaluation.image_every steps, a mesh every
+        evaluation.mesh_every."""
+        every = self.setup.evaluation.image_every
         if every and (step % every == 0 or step == 1) and res.images:
             for key in ("gt_depth", "pred_depth"):
                 d = res.images[key].float()
@@ -188,7 +189,7 @@ class VAEStep(TrainStep):
         for key, img in getattr(self, "_eval_images", {}).items():
             writer.add_image(f"quality/{key}/normals", img, step, dataformats="HWC")
         self._eval_images = {}
-        every = self.setup.train.mesh_every
+        every = self.setup.evaluation.mesh_every
         if every and step % every == 0 and res.mesh is not None:
             verts, faces = res.mesh
             if len(faces):
@@ -342,7 +343,7 @@ class VAEStep(TrainStep):
 
         r = self.setup.model.latent_resolution
         chunk, halo = self.setup.inference.chunk_voxels, self.setup.decoder.window
-        k = self.setup.train.calibration_meshes
+        k = self.setup.evaluation.calibration_meshes
         recs = self.data.records[:k] if k > 0 else self.data.records
         result = calibrate_threshold(
             self.model, [rec.active[r] for rec in recs],
@@ -354,8 +355,8 @@ class VAEStep(TrainStep):
         return result
 
     def evaluate(self, step: int) -> dict[str, float]:
-        """Calibrate, then reconstruct the first train.eval_meshes training meshes and every
-        --eval mesh with that threshold; F-score (train.eval_tau), Chamfer and a normal render
+        """Calibrate, then reconstruct the first evaluation.meshes training meshes and every
+        --eval mesh with that threshold; F-score (evaluation.tau), Chamfer and a normal render
         go to TensorBoard (by the engine and log()), and rows to RUN/quality.jsonl with the
         optimisation seconds so far (what `compare` plots F-score against)."""
         from focusing.core.geometry.mesh import Mesh
@@ -365,14 +366,14 @@ class VAEStep(TrainStep):
         out = {"threshold": calib["threshold"], "occupancy_iou": calib["iou"]}
         self._eval_images = {}
         rows = []
-        k = self.setup.train.eval_meshes
+        k = self.setup.evaluation.meshes
         pairs = [("train", rec) for rec in self.data.records[:k]]
         pairs += [("eval", rec) for rec in (self.eval_data.records if self.eval_data else [])]
         for split, rec in pairs:
             gt = Mesh(rec.vertices.double().numpy(), rec.faces.numpy(), None)
             mesh = reconstruct_mesh(self.model, self.setup, gt, self.setup.inference.chunk_voxels,
                                     self.threshold)
-            m = (score(mesh, gt, n_points=100_000, tau=self.setup.train.eval_tau)
+            m = (score(mesh, gt, n_points=100_000, tau=self.setup.evaluation.tau)
                  if len(mesh.faces) else {"fscore": 0.0, "chamfer_l2": None})  # JSON: no NaN
             rows.append({"step": step, "train_seconds": self.train_seconds, "split": split,
                          "mesh": rec.name, "fscore": m["fscore"], "chamfer_l2": m["chamfer_l2"],
@@ -433,7 +434,7 @@ class Trainer:
             set_reproducibility(self.setup.train)
         self.device = self.dist.device
         show = progress and self.dist.is_main
-        data = ShapeDataset(Path(data_dir), self.setup, workers=self.setup.train.workers,
+        data = ShapeDataset(Path(data_dir), self.setup, workers=self.setup.resources.workers,
                             progress=show)
         eval_data = (ShapeDataset(Path(eval_dir), self.setup, progress=show)
                      if eval_dir is not None else None)
