@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 
 from focusing.core.config import Setup
 from focusing.core.geometry.camera import orbit_cameras
-from focusing.core.geometry.mesh import find_mesh_files, load_mesh, mesh_names, normalize_mesh
+from focusing.core.geometry.mesh import normalize_mesh
+from focusing.core.geometry.meshio import find_mesh_files, load_mesh, mesh_names
 from focusing.core.geometry.raycast import raycast
 from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
