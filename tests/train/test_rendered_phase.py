@@ -17,7 +17,8 @@ import torch
 import trimesh
 
 from focusing.core.config import load_setup
-from focusing.core.geometry.mesh import Mesh, save_mesh
+from focusing.core.geometry.mesh import Mesh
+from focusing.core.geometry.meshio import save_mesh
 from focusing.core.train import losses
 from focusing.core.train.trainer import Trainer
 
