@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from focusing.core.geometry.mesh import load_mesh
+from focusing.core.geometry.meshio import load_mesh
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 from focusing.core.sparseflex.field import (features_from_field, field_from_mesh,
                                             sparseflex_from_features)

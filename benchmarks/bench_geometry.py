@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from meshdata import mesh_file  # noqa: E402
 
-from focusing.core.geometry.mesh import load_mesh  # noqa: E402
+from focusing.core.geometry.meshio import load_mesh  # noqa: E402
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels  # noqa: E402
 
 

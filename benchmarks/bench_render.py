@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from focusing.core.geometry.camera import orbit_cameras
-from focusing.core.geometry.mesh import load_mesh
-from focusing.core.plugins import get_registry
+from focusing.core.geometry.meshio import load_mesh
+from focusing.core.plugin_system import get_registry
 from focusing.render import default_renderer_name
 from focusing.render.renderers import EmbreeRenderer
 

@@ -21,7 +21,7 @@ import os
 import pytest
 import torch
 
-from focusing.core.plugins import get_registry
+from focusing.core.plugin_system import get_registry
 from focusing.core.sparse.attention import SparseWindowAttention
 from focusing.core.sparse.tensor import SparseTensor
 

@@ -13,7 +13,7 @@ MESHES = Path(__file__).resolve().parents[1] / "examples" / "meshes"
 @lru_cache(maxsize=None)
 def surface_coords(mesh: str, resolution: int) -> torch.Tensor:
     """Surface voxels of examples/meshes/<mesh>.off at `resolution` as coords [N,4] (batch 0)."""
-    from focusing.core.geometry.mesh import load_mesh
+    from focusing.core.geometry.meshio import load_mesh
     from focusing.core.geometry.voxelize import surface_voxels
 
     v = surface_voxels(load_mesh(MESHES / f"{mesh}.off"), resolution)

@@ -49,7 +49,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from focusing.core.geometry.mesh import find_mesh_files, load_mesh
+    from focusing.core.geometry.meshio import find_mesh_files, load_mesh
     from focusing.core.vae.reconstruct import reconstruct_mesh
     from focusing.core.metrics import evaluate
     from focusing.eval.report import save_figure

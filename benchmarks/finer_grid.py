@@ -20,7 +20,7 @@ from pathlib import Path
 
 from focusing.core.config import setup_from_run
 from focusing.core.engine import read_run_config
-from focusing.core.geometry.mesh import find_mesh_files
+from focusing.core.geometry.meshio import find_mesh_files
 from focusing.core.metrics import evaluate
 from focusing.core.vae.reconstruct import reconstruct_file
 

@@ -109,7 +109,7 @@ def _eval_flow(structure: Path, latent: Path, data: Path, out: Path, cfg: float 
 
 def _vae_ceiling(vae: Path, data: Path) -> dict[str, dict]:
     """The shape VAE's reconstruction of each mesh of `data`: F@0.005, F@0.01 (100k points)."""
-    from focusing.core.geometry.mesh import find_mesh_files, load_mesh
+    from focusing.core.geometry.meshio import find_mesh_files, load_mesh
     from focusing.core.vae.calibration import load_calibrated_threshold
     from focusing.core.vae.reconstruct import load_model, reconstruct_mesh
     from focusing.core.metrics import evaluate

@@ -148,7 +148,8 @@ def ceiling(views: int, image: int, old, latent: int = 32) -> float:
     (benchmarks/vae_target_ceiling.py's 'training target' rows, same construction)."""
     from focusing.core.geometry import tsdf
     from focusing.core.geometry.camera import orbit_cameras
-    from focusing.core.geometry.mesh import Mesh, load_mesh, normalize_mesh
+    from focusing.core.geometry.mesh import Mesh, normalize_mesh
+    from focusing.core.geometry.meshio import load_mesh
     from focusing.core.geometry.raycast import raycast
     from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
     from focusing.core.metrics import evaluate

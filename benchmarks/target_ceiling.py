@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from focusing.core.geometry.mesh import Mesh, find_mesh_files, load_mesh, normalize_mesh
+from focusing.core.geometry.mesh import Mesh, normalize_mesh
+from focusing.core.geometry.meshio import find_mesh_files, load_mesh
 from focusing.core.metrics import evaluate
 from focusing.core.sparse.hashing import CoordIndex
 from focusing.core.sparseflex.field import field_from_corner_sdf

@@ -8,7 +8,8 @@ sign) and from the exact signed distance, on the children of the latent-32 activ
 import time
 import sys
 import torch
-from focusing.core.geometry.mesh import load_mesh, normalize_mesh
+from focusing.core.geometry.mesh import normalize_mesh
+from focusing.core.geometry.meshio import load_mesh
 from focusing.core.geometry.voxelize import surface_voxels, dilate_voxels
 from focusing.core.geometry.camera import orbit_cameras
 from focusing.core.geometry.raycast import raycast

@@ -25,7 +25,7 @@ def first_views(names: list[str], image_size: int):
     """View 0 of each named example mesh as the flow's conditioning image: [len(names),3,S,S]."""
     import torch
 
-    from focusing.core.geometry.mesh import load_mesh
+    from focusing.core.geometry.meshio import load_mesh
     from focusing.flow.views import render_views
 
     settings = {"count": 1, "held_out": 0, "render_size": 64, "image_size": image_size,

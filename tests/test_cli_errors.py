@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from focusing.core import cli
-from focusing.core.geometry.mesh import MeshError
+from focusing.core.geometry.validation import MeshError
 
 from meshdata import mesh_file
 

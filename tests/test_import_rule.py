@@ -5,7 +5,7 @@ imports only core and itself. Siblings meet through the plugin registry, by name
 counts: module level, inside functions, under `if TYPE_CHECKING:` and inside try/except.
 
 Second rule: the plugin base module sits at the bottom of core. No module it imports (following
-module files, transitively) imports `focusing.core.plugins.base` back.
+module files, transitively) imports `focusing.core.plugin_system.base` back.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def _closure(start: str, files: dict[str, Path]) -> dict[str, str]:
     return seen
 
 
-@pytest.mark.parametrize("base", ["focusing.core.plugins.base", "focusing.core.plugins.types"])
+@pytest.mark.parametrize("base", [
+    "focusing.core.plugin_system.base", "focusing.core.plugin_system.types"])
 def test_the_plugin_base_module_imports_nothing_that_imports_it(base):
     files = module_files()
     reach = _closure(base, files)
@@ -84,13 +85,13 @@ def test_the_plugin_base_module_imports_nothing_that_imports_it(base):
     back = []
     for module in reach:
         for _, name in imports_of(files[module], module):
-            if name in ("focusing.core.plugins", "focusing.core.plugins.base"):
+            if name in ("focusing.core.plugin_system", "focusing.core.plugin_system.base"):
                 chain = [module]
                 while reach.get(chain[-1]):
                     chain.append(reach[chain[-1]])
                 back.append(" <- ".join(chain))
     assert not back, f"{base} is in an import circle: " + "; ".join(back)
     assert set(reach) <= {
-        "focusing.core.plugins.types", "focusing.core.geometry.camera",
+        "focusing.core.plugin_system.types", "focusing.core.geometry.camera",
         "focusing.core.sparse", "focusing.core.sparse.tensor", "focusing.core.sparse.hashing",
         "focusing.core.sparse.kernels"}, sorted(reach)

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from focusing.core import cli
-from focusing.core.plugins import (
+from focusing.core.plugin_system import (
     DuplicatePluginError,
     Plugin,
     UnavailablePluginError,
@@ -19,7 +19,7 @@ from focusing.core.plugins import (
     register_plugin,
     unregister_plugin,
 )
-from focusing.core.plugins.base import SparseBackend
+from focusing.core.plugin_system.base import SparseBackend
 
 PACKAGES = ["focusing-core", "focusing-carving", "focusing-render", "focusing-flow",
             "focusing-eval"]
@@ -144,9 +144,9 @@ def test_backend_instances_live_on_the_registry_and_reset_forgets_them():
 
 
 def test_every_kind_has_one_base_class_and_hook_in_the_table():
-    """The table in plugins/base.py names each registry kind once, with its hook and base."""
-    from focusing.core.plugins import KINDS, PLUGIN_KINDS
-    from focusing.core.plugins.hookspecs import FocusingHookSpecs
+    """The table in plugin_system/base.py names each registry kind once, with its hook and base."""
+    from focusing.core.plugin_system import KINDS, PLUGIN_KINDS
+    from focusing.core.plugin_system.hookspecs import FocusingHookSpecs
 
     assert list(KINDS) == [k.kind for k in PLUGIN_KINDS]
     for k in PLUGIN_KINDS:

@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from focusing.core import cli
 from focusing.core.config import load_setup
 from focusing.core.engine import memory as engine_memory
-from focusing.core.geometry.mesh import load_mesh, mesh_names, save_mesh
-from focusing.core.vae.train import memory as guard
 from focusing.core.data.dataset import ShapeDataset
+from focusing.core.geometry.meshio import load_mesh, mesh_names, save_mesh
+from focusing.core.vae.train import memory as guard
 
 from meshdata import MESHES, mesh_file
 from train._training_fixtures import TINY

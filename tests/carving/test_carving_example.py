@@ -21,8 +21,8 @@ from _carving_helpers import active_xyz, mesh
 
 from focusing.carving import ChainResult, build_selector, one_shape_voxels, run_selectors
 from focusing.core.geometry import Camera, raycast
-from focusing.core.plugins import VoxelSelector, get
-from focusing.core.plugins.types import Selection
+from focusing.core.plugin_system import VoxelSelector, get
+from focusing.core.plugin_system.types import Selection
 from focusing.core.sparse import SparseTensor
 
 ROOT = Path(__file__).resolve().parents[2]

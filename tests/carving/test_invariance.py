@@ -13,7 +13,7 @@ from _carving_helpers import active_xyz, mesh, voxels_of
 
 from focusing.core.geometry.camera import orbit_cameras
 from focusing.core.geometry.raycast import raycast
-from focusing.core.plugins import get_registry
+from focusing.core.plugin_system import get_registry
 from focusing.core.sparseflex.field import field_from_mesh
 from focusing.core.sparseflex.flexicubes import extract_mesh
 

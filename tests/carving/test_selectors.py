@@ -15,7 +15,7 @@ from focusing.carving.bound import lower_bound
 from focusing.carving.depth_carving_tight import support_voxels
 from focusing.core.geometry.camera import Camera, orbit_cameras
 from focusing.core.geometry.raycast import raycast
-from focusing.core.plugins import get_registry
+from focusing.core.plugin_system import get_registry
 
 NAMES = ["all", "frustum", "far-plane", "depth-carving", "depth-carving-tight", "zoom"]
 

@@ -17,7 +17,7 @@ import typer
 from focusing.core import cli
 from typer.testing import CliRunner
 
-from focusing.core.geometry.mesh import load_mesh
+from focusing.core.geometry.meshio import load_mesh
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 from focusing.core.config import load_setup
 from focusing.core.data.dataset import mesh_files, shape_order

@@ -19,8 +19,8 @@ from focusing.core import cli
 from typer.testing import CliRunner
 
 from meshdata import mesh_file
-from focusing.core.plugins import get_registry
-from focusing.eval.eval_cli import eval_command
+from focusing.core.plugin_system import get_registry
+from focusing.eval.cli.evaluate import eval_command
 from focusing.core.metrics import METRIC_KEYS, RESULT_KEYS, evaluate
 
 EXPECTED_KEYS = {

@@ -16,7 +16,9 @@ import torch
 import trimesh
 
 from meshdata import mesh_file
-from focusing.core.geometry.mesh import Mesh, MeshError, load_mesh
+from focusing.core.geometry.mesh import Mesh
+from focusing.core.geometry.meshio import load_mesh
+from focusing.core.geometry.validation import MeshError
 from focusing.core.geometry.sampling import sample_surface
 from focusing.core.metrics import (
     RESULT_KEYS,

@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 import torch
 
-from focusing.core.plugins import UnavailablePluginError, get_registry
+from focusing.core.plugin_system import UnavailablePluginError, get_registry
 from focusing.flow.encoders import build_encoder
 from focusing.flow.encoders.dinov2 import WEIGHTS_ENV, DinoV2Encoder
 from focusing.flow.encoders.efficientnet import EfficientNetLite0Encoder

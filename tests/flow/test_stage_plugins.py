@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from focusing.core.config import ConfigError
-from focusing.core.plugins import FlowStage, get_registry, hookimpl, register_plugin
-from focusing.core.plugins import unregister_plugin
+from focusing.core.plugin_system import FlowStage, get_registry, hookimpl, register_plugin
+from focusing.core.plugin_system import unregister_plugin
 from focusing.flow.stages import build_stage, load_flow_config
 from focusing.flow.train import (
     LATENT_SHAPE_KEYS, STRUCTURE_SHAPE_KEYS, LatentFlowStage, StructureFlowStage, flow_stage,

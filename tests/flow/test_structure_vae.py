@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from focusing.core.geometry.mesh import load_mesh
+from focusing.core.geometry.meshio import load_mesh
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 from focusing.flow import structure_vae as sv
 

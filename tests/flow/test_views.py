@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from focusing.core.geometry.mesh import load_mesh
+from focusing.core.geometry.meshio import load_mesh
 from focusing.flow.views import cached_views, preprocess, view_camera
 
 from meshdata import mesh_file

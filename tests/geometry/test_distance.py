@@ -14,7 +14,8 @@ import torch
 import trimesh
 
 from focusing.core.geometry.distance import mesh_signed_distance, nearest_faces
-from focusing.core.geometry.mesh import Mesh, load_mesh, normalize_mesh
+from focusing.core.geometry.mesh import Mesh, normalize_mesh
+from focusing.core.geometry.meshio import load_mesh
 
 from meshdata import CLOSED_MESHES, MESHES, OPEN_MESHES
 

@@ -10,20 +10,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from focusing.core.geometry import mesh as mesh_mod
-from focusing.core.geometry.mesh import (
-    Mesh,
-    MeshError,
-    apply_normalization,
-    check_output_path,
-    find_mesh_files,
-    load_mesh,
-    normalize_mesh,
-    save_mesh,
-    surface_bounds,
-    usable_faces,
-    validate_mesh,
-)
+from focusing.core.cli_support import check_output_path
+from focusing.core.geometry import meshio as mesh_mod
+from focusing.core.geometry.mesh import Mesh, apply_normalization, normalize_mesh
+from focusing.core.geometry.meshio import find_mesh_files, load_mesh, save_mesh
+from focusing.core.geometry.validation import MeshError, surface_bounds, usable_faces, validate_mesh
 
 from meshdata import mesh_file
 

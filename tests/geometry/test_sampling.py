@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from focusing.core.geometry.mesh import Mesh, MeshError, load_mesh
+from focusing.core.geometry.mesh import Mesh
+from focusing.core.geometry.meshio import load_mesh
+from focusing.core.geometry.validation import MeshError
 from focusing.core.geometry.sampling import sample_surface
 
 from meshdata import mesh_file

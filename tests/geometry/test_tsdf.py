@@ -10,7 +10,7 @@ import torch
 import trimesh
 
 from focusing.core.geometry.camera import Camera, orbit_cameras
-from focusing.core.geometry.mesh import load_mesh
+from focusing.core.geometry.meshio import load_mesh
 from focusing.core.geometry.raycast import raycast
 from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.tsdf import fuse_view_tsdf, view_tsdf

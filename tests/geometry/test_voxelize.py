@@ -10,7 +10,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from focusing.core.geometry.mesh import Mesh, load_mesh
+from focusing.core.geometry.mesh import Mesh
+from focusing.core.geometry.meshio import load_mesh
 from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.voxelize import (
     dilate_voxels,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from focusing.core.geometry.camera import orbit_cameras
-from focusing.core.geometry.mesh import load_mesh
+from focusing.core.geometry.meshio import load_mesh
 
 MESHES = Path(__file__).resolve().parents[2] / "examples" / "meshes"
 

@@ -7,7 +7,7 @@ import torch
 from _render_helpers import one_torch_thread  # noqa: F401 (autouse fixture)
 from _render_helpers import iou, mesh_tensors, views
 
-from focusing.core.plugins import get_registry
+from focusing.core.plugin_system import get_registry
 from focusing.render.renderers import TorchRenderer
 
 NAMES = get_registry("renderer").names()

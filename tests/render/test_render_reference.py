@@ -8,7 +8,7 @@ from _render_helpers import one_torch_thread  # noqa: F401 (autouse fixture)
 from _render_helpers import iou, mesh_tensors, views
 
 from focusing.core.geometry.raycast import raycast
-from focusing.core.plugins import get_registry
+from focusing.core.plugin_system import get_registry
 from focusing.render import default_renderer_name, make_renderer
 from focusing.render.renderers import EmbreeRenderer, TorchRenderer
 from focusing.render.shading import edge_neighbours

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from focusing.core.geometry.mesh import load_mesh
+from focusing.core.geometry.meshio import load_mesh
 from focusing.core.geometry.voxelize import surface_voxels
 
 MESHES = Path(__file__).resolve().parents[2] / "examples" / "meshes"

@@ -13,7 +13,7 @@ from functools import lru_cache
 import pytest
 import torch
 
-from focusing.core.plugins import get_registry
+from focusing.core.plugin_system import get_registry
 from focusing.core.sparse.tensor import SparseTensor
 
 from ._data import brute_downsample, brute_submanifold, brute_upsample, mesh_batch

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from focusing.core.geometry.voxelize import dilate_voxels
 from focusing.core.sparse import hashing
-from focusing.core.sparse.backends.torch import build_kernel3_map, kernel3_map
+from focusing.core.sparse.backends.pure_torch import build_kernel3_map, kernel3_map
 from focusing.core.sparse.tensor import SparseTensor, cat, collate
 
 from ._data import OFFSETS2, OFFSETS3, mesh_batch, surface

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from focusing.core.sparse.backends.torch import TorchBackend
+from focusing.core.sparse.backends.pure_torch import TorchBackend
 from focusing.core.sparse.nn import SparseDownsample, SparseUpsample, SubMConv3d, set_backend
 from focusing.core.sparse.tensor import SparseTensor
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from focusing.core.geometry.mesh import load_mesh
+from focusing.core.geometry.meshio import load_mesh
 from focusing.core.geometry.voxelize import surface_voxels
-from focusing.core.plugins import get_registry
+from focusing.core.plugin_system import get_registry
 
 MESHES = Path(__file__).resolve().parents[2] / "examples" / "meshes"
 ADAPTERS = ["spconv", "minkowski"]

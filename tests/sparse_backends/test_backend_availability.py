@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from focusing.core.plugins import get_registry
+from focusing.core.plugin_system import get_registry
 from focusing.core.sparse.backends import minkowski as mink_mod
 from focusing.core.sparse.backends import spconv as spconv_mod
-from focusing.core.plugins.base import SparseBackend
+from focusing.core.plugin_system.base import SparseBackend
 
 REPO = Path(__file__).resolve().parents[2]
 LIBS = {

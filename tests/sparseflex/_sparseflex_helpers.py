@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from focusing.core.geometry.mesh import load_mesh
+from focusing.core.geometry.meshio import load_mesh
 
 MESHES = Path(__file__).resolve().parents[2] / "examples" / "meshes"
 

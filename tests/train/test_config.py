@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from focusing.core.plugins import UnknownPluginError, get_registry
+from focusing.core.plugin_system import UnknownPluginError, get_registry
 from focusing.core.config import ConfigError, load_setup, parse_override
 
 from _training_fixtures import _isolated_cache  # noqa: F401 (fixture)

@@ -10,7 +10,7 @@ import torch
 
 from focusing.core.config import load_setup, setup_from_run
 from focusing.core.engine import read_run_config
-from focusing.core.geometry.mesh import load_mesh
+from focusing.core.geometry.meshio import load_mesh
 from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 from focusing.core.sparse.tensor import SparseTensor

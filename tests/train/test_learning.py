@@ -13,7 +13,8 @@ import math
 import numpy as np
 import trimesh
 
-from focusing.core.geometry.mesh import Mesh, load_mesh, save_mesh
+from focusing.core.geometry.mesh import Mesh
+from focusing.core.geometry.meshio import load_mesh, save_mesh
 from focusing.core.config import load_setup
 from focusing.core.vae.train.trainer import Trainer
 from focusing.core.vae.calibration import load_calibrated_threshold

@@ -6,7 +6,7 @@ import torch
 from typer.testing import CliRunner
 
 from focusing.core import cli
-from focusing.core.geometry.mesh import load_mesh
+from focusing.core.geometry.meshio import load_mesh
 from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 from focusing.core.sparse.tensor import SparseTensor

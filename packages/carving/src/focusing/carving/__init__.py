@@ -1,8 +1,8 @@
 """focusing.carving: voxel selectors (depth carving, zoom, frustum, far-plane) for any sparse VAE.
 
 The selectors are plugins of kind "voxel_selector"; get one by name through the registry,
-`focusing.core.plugins.get("voxel_selector", name)(**params)`, or `build_selector(name)`.
-Each is a `focusing.core.plugins.base.VoxelSelector` whose one method is
+`focusing.core.plugin_system.get("voxel_selector", name)(**params)`, or `build_selector(name)`.
+Each is a `focusing.core.plugin_system.base.VoxelSelector` whose one method is
 
     select(voxels, camera, ground_truth, rng) -> Selection
 
@@ -11,12 +11,12 @@ Each is a `focusing.core.plugins.base.VoxelSelector` whose one method is
   [-0.5 + i/R, -0.5 + (i+1)/R] per axis. Only coords and resolution are read, never features:
   `one_shape_voxels(xyz [N,3], R)` builds one from plain coordinates.
 - camera: `focusing.core.geometry.Camera` (OpenGL conventions, view depth = -z_view).
-- ground_truth: `focusing.core.plugins.types.RenderOutput` of the ground-truth mesh seen by
+- ground_truth: `focusing.core.plugin_system.types.RenderOutput` of the ground-truth mesh seen by
   that camera, one view: depth [H,W] (view depth, 0 on background) matching camera's image
   size; depth-carving-tight reads its normal [H,W,3] too. `focusing.core.geometry.raycast`
   makes one.
 - rng: numpy Generator (zoom draws from it; the others ignore it).
-- returns `focusing.core.plugins.types.Selection(index, camera, camera_changed)`: rows [K]
+- returns `focusing.core.plugin_system.types.Selection(index, camera, camera_changed)`: rows [K]
   (long, sorted, unique) into voxels, the camera to render the kept voxels with, and whether
   it is new (zoom, far-plane): then re-render the ground truth with it before the next
   selector or the loss.

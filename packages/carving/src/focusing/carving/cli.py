@@ -22,7 +22,8 @@ def carve_stats(
     seed: int = typer.Option(0, "--seed", help="Seed of the views and of zoom."),
 ) -> None:
     """Per voxel selector: kept voxels, kept / lower bound, recall of the bound, time per view."""
-    from focusing.core.geometry.mesh import MeshError
+    from focusing.core.cli_support import fail
+    from focusing.core.geometry.validation import MeshError
 
     from focusing.carving.stats import format_table, run_carve_stats, write_plot
 
@@ -35,8 +36,7 @@ def carve_stats(
             active=active, seed=seed, progress=not as_json,
         )
     except (MeshError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+        fail(exc)
     if plot is not None:
         write_plot(stats, plot)
     if as_json:

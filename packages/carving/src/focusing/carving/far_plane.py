@@ -16,8 +16,8 @@ import torch
 
 from focusing.core.geometry.camera import Camera
 from focusing.core.geometry.voxelize import voxel_centers
-from focusing.core.plugins.base import VoxelSelector
-from focusing.core.plugins.types import Selection
+from focusing.core.plugin_system.base import VoxelSelector
+from focusing.core.plugin_system.types import Selection
 
 from focusing.carving._voxels import (
     cubes_in_frustum,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from focusing.core.plugins.base import VoxelSelector
-from focusing.core.plugins.types import Selection
+from focusing.core.plugin_system.base import VoxelSelector
+from focusing.core.plugin_system.types import Selection
 
 from focusing.carving._voxels import shape_coords
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from focusing.core.plugins import hookimpl
+from focusing.core.plugin_system import hookimpl
 
 
 @hookimpl

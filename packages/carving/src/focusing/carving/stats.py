@@ -138,7 +138,7 @@ def make_voxels(coords: torch.Tensor, resolution: int):
 
 
 def _build(name: str, params: dict):
-    from focusing.core.plugins import get
+    from focusing.core.plugin_system import get
 
     return get("voxel_selector", name)(**params.get(name, {}))
 
@@ -157,7 +157,7 @@ def run_carve_stats(
     """Measure every selector on `views` random orbit views of each mesh (see module doc)."""
     from tqdm import tqdm
 
-    from focusing.core.geometry.mesh import load_mesh
+    from focusing.core.geometry.meshio import load_mesh
     from focusing.core.geometry.raycast import raycast
 
     if resolution <= 0 or views <= 0 or image_size <= 0:

@@ -20,8 +20,8 @@ import torch
 from scipy.spatial import cKDTree
 
 from focusing.core.geometry.voxelize import voxel_centers
-from focusing.core.plugins.base import VoxelSelector
-from focusing.core.plugins.types import Selection
+from focusing.core.plugin_system.base import VoxelSelector
+from focusing.core.plugin_system.types import Selection
 
 from focusing.carving._voxels import (
     check_render,

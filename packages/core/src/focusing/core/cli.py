@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -18,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from focusing.core.plugins import registry
+from focusing.core.cli_support import debugging, set_debugging
+from focusing.core.plugin_system import registry
 
 app = typer.Typer(
     name="focusing",
@@ -42,8 +42,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     PermissionError,
 )
 
-_debug = False
-
 
 @app.callback()
 def _root(
@@ -51,8 +49,7 @@ def _root(
         False, "--debug", help="Show the Python traceback of an error (also FOCUSING_DEBUG=1)."),
 ) -> None:
     """Train and compare 3D shape VAEs on sparse voxels; `focusing plugins` lists the pieces."""
-    global _debug
-    _debug = debug
+    set_debugging(debug)
 
 
 @app.command("plugins")
@@ -103,11 +100,6 @@ def get_app() -> typer.Typer:
     return app
 
 
-def debugging() -> bool:
-    """Whether `--debug` or FOCUSING_DEBUG=1 asks for tracebacks of user errors too."""
-    return _debug or os.environ.get("FOCUSING_DEBUG", "").strip() not in ("", "0")
-
-
 def error_message(exc: BaseException) -> str:
     """One line for a user error: the message, or for an OSError its reason and path."""
     if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
@@ -126,8 +118,7 @@ def error_message(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `focusing` console script: exit 2 with `error: ...` on a user error."""
-    global _debug
-    _debug = False
+    set_debugging(False)
     try:
         get_app()(args=argv, standalone_mode=True)
     except USER_ERRORS as exc:
@@ -150,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     # `python -m focusing.core.cli`: run the imported module's main, so that the commands and
-    # this entry point share one module state (the --debug flag).
+    # this entry point share one module state (the app and the commands installed on it).
     from focusing.core.cli import main as _main
 
     _main()

@@ -26,13 +26,9 @@ from typing import Union
 import numpy as np
 from scipy.spatial import cKDTree
 
-from focusing.core.geometry.mesh import (
-    Mesh,
-    apply_normalization,
-    load_mesh,
-    normalize_mesh,
-    validate_mesh,
-)
+from focusing.core.geometry.mesh import Mesh, apply_normalization, normalize_mesh
+from focusing.core.geometry.meshio import load_mesh
+from focusing.core.geometry.validation import validate_mesh
 from focusing.core.geometry.sampling import sample_surface
 
 MeshLike = Union[Mesh, str, "PathLike[str]"]

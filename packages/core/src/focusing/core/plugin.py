@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from focusing.core.plugins import hookimpl
+from focusing.core.plugin_system import hookimpl
 
 
 @hookimpl
@@ -13,7 +13,7 @@ def focusing_sparse_backends() -> list[type]:
     # the adapters import their libraries lazily: listing them costs nothing when absent
     from focusing.core.sparse.backends.minkowski import MinkowskiBackend
     from focusing.core.sparse.backends.spconv import SpconvBackend
-    from focusing.core.sparse.backends.torch import TorchBackend
+    from focusing.core.sparse.backends.pure_torch import TorchBackend
 
     return [TorchBackend, SpconvBackend, MinkowskiBackend]
 

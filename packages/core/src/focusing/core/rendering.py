@@ -1,7 +1,7 @@
 """The one rule that picks the default renderer of a device.
 
-The Renderer base class is in `focusing.core.plugins.base` (with every plugin kind), what it
-returns (`RenderOutput`) in `focusing.core.plugins.types`; the renderers themselves are in
+The Renderer base class is in `focusing.core.plugin_system.base` (with every plugin kind), what it
+returns (`RenderOutput`) in `focusing.core.plugin_system.types`; the renderers themselves are in
 focusing-render. The rule lives in core, not in focusing-render, so that every package (eval,
 the trainer) can ask it through the registry without importing focusing-render.
 """
@@ -24,7 +24,7 @@ RENDERER_PREFERENCE: dict[str, tuple[str, ...]] = {
 def default_renderer_name(device: "str | torch.device" = "cpu") -> str:
     """The first registered and available renderer of RENDERER_PREFERENCE for `device`
     (embree on the CPU, nvdiffrast on CUDA), else `torch`."""
-    from focusing.core.plugins import get_registry
+    from focusing.core.plugin_system import get_registry
 
     registry = get_registry("renderer")
     for name in RENDERER_PREFERENCE.get(torch.device(device).type, ()):

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from focusing.core.geometry.camera import Camera
-from focusing.core.plugins.base import VoxelSelector
-from focusing.core.plugins.registry import get
-from focusing.core.plugins.types import RenderOutput
+from focusing.core.plugin_system.base import VoxelSelector
+from focusing.core.plugin_system.registry import get
+from focusing.core.plugin_system.types import RenderOutput
 from focusing.core.sparse.tensor import SparseTensor
 
 __all__ = ["ChainResult", "build_selector", "run_selectors"]

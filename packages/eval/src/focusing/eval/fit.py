@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from focusing.core.geometry.camera import Camera, orbit_cameras
-from focusing.core.geometry.mesh import Mesh, load_mesh, normalize_mesh, save_mesh
+from focusing.core.geometry.mesh import Mesh, normalize_mesh
+from focusing.core.geometry.meshio import load_mesh, save_mesh
 from focusing.core.geometry.tsdf import fuse_view_tsdf
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
-from focusing.core.plugins.types import RenderOutput
+from focusing.core.plugin_system.types import RenderOutput
 from focusing.core.rendering import default_renderer_name
 from focusing.core.sparseflex.field import (
     FEATURE_CHANNELS,
@@ -131,7 +132,7 @@ def default_renderer() -> str:
 
 
 def _renderer(name: str | None):
-    from focusing.core.plugins import get_registry
+    from focusing.core.plugin_system import get_registry
 
     name = name or default_renderer()
     cls = get_registry("renderer").get(name)  # unknown names: the registry lists the known ones
@@ -214,7 +215,7 @@ def fit_mesh(
     cfg.check()
     raw = source if isinstance(source, Mesh) else load_mesh(source, normalize=False)
     if out is not None:  # format and folder checked before any work
-        from focusing.core.geometry.mesh import check_mesh_output
+        from focusing.core.cli_support import check_mesh_output
 
         out = check_mesh_output(out, "--out")
     r = int(cfg.resolution)

@@ -9,14 +9,11 @@ from typing import List, Optional
 
 import typer
 
+from focusing.core.cli_support import fail
+
 
 ALLOW_VAE_CHANGE_HELP = ("Use the shape VAE even when its weights are no longer those the "
                          "latent flow was trained on (a warning instead of an error).")
-
-
-def _fail(message: str):
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def _steps_applied(load, overrides: list[str], steps: int | None) -> dict:
@@ -51,47 +48,44 @@ def train_flow_command(
 ) -> None:
     """Train one stage of the image-to-3D flow on the latents of a trained shape VAE (on core's
     training engine; also runs under `torchrun`)."""
-    from focusing.core.cli import debugging
+    from focusing.core.cli_support import raise_if_debugging
     from focusing.core.config import ConfigError
     from focusing.core.engine import CheckpointError, NonFiniteError
     from focusing.core.engine.runfolder import hold_run_folder
-    from focusing.core.plugins import PluginError
-    from focusing.core.plugins import get_registry
+    from focusing.core.plugin_system import PluginError
+    from focusing.core.plugin_system import get_registry
     from focusing.flow.stages import load_flow_config, vae_run_config
     from focusing.flow.train import FlowTrainer, last_loss, resume_config
 
     stages = get_registry("flow_stage").names()
     if stage not in stages:
-        _fail(f"--stage must be one of {', '.join(stages)}, got {stage!r}")
+        fail(f"--stage must be one of {', '.join(stages)}, got {stage!r}")
     try:
         if not resume:  # a wrong --vae, --steps or --set is said before --out is made
             if vae is None:
-                _fail("--vae RUN is required (the shape VAE run folder)")
+                fail("--vae RUN is required (the shape VAE run folder)")
             vae_run_config(vae)
             cfg = _steps_applied(load_flow_config, list(overrides) + [f'stage="{stage}"'], steps)
         out = hold_run_folder(out, resume)  # one process per run folder, until the command ends
         if resume:
             if not (out / "config.json").exists():
-                _fail(f"--resume: {out} holds no run")
+                fail(f"--resume: {out} holds no run")
             cfg = _steps_applied(lambda given: resume_config(out, given), list(overrides), steps)
             if cfg["stage"] != stage:
-                _fail(f"--resume: {out} is a {cfg['stage']} run, not {stage}")
+                fail(f"--resume: {out} is a {cfg['stage']} run, not {stage}")
         else:
             cfg["vae_run"] = str(vae)
         trainer = FlowTrainer(cfg, data, out, resume=resume, progress=not quiet,
                               allow_changes=allow_changes)
     except (ConfigError, PluginError, FileNotFoundError, FileExistsError, ValueError,
             CheckpointError) as exc:
-        if debug or debugging():
-            raise
-        _fail(str(exc))
+        raise_if_debugging(exc, debug)
+        fail(str(exc))
     try:
         history = trainer.fit()
     except (NonFiniteError, CheckpointError) as exc:
-        if debug or debugging():
-            raise
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        raise_if_debugging(exc, debug)
+        fail(exc, 1)
     finally:
         trainer.close()
     if trainer.dist.is_main:
@@ -126,12 +120,14 @@ def generate_command(
     allow_vae_change: bool = typer.Option(False, "--allow-vae-change", help=ALLOW_VAE_CHANGE_HELP),
 ) -> None:
     """Generate a mesh from one image (or from a render of --mesh) with the two flow stages."""
-    from focusing.core.geometry.mesh import MeshError, check_mesh_output, save_mesh
+    from focusing.core.cli_support import check_mesh_output
+    from focusing.core.geometry.meshio import save_mesh
+    from focusing.core.geometry.validation import MeshError
     from focusing.flow.generate import ImageTo3D
     from focusing.flow.views import load_image
 
     if (image is None) == (mesh is None):
-        _fail("give either IMAGE or --mesh MESH")
+        fail("give either IMAGE or --mesh MESH")
     try:
         check_mesh_output(output, "-o")  # the output and the image are checked before any work
         rgba = load_image(image) if image is not None else None
@@ -139,11 +135,11 @@ def generate_command(
         rgba = rgba if rgba is not None else pipe.render_view(mesh, view)
         result = pipe.generate(rgba, steps, cfg, cfg, seed, threshold)
     except (MeshError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if len(result.mesh.faces) == 0:
-        _fail("the decoded surface is empty: the sampled latents hold no surface for the shape VAE "
-              "(after short training of the VAE or the latent flow); train longer, or try another "
-              "--seed")
+        fail("the decoded surface is empty: the sampled latents hold no surface for the shape VAE "
+             "(after short training of the VAE or the latent flow); train longer, or try another "
+             "--seed")
     save_mesh(result.mesh, output)
     typer.echo(f"wrote {output}: {len(result.mesh.vertices)} vertices, "
                f"{len(result.mesh.faces)} faces, "
@@ -170,7 +166,7 @@ def eval_flow_command(
 ) -> None:
     """Structure IoU, Chamfer and F@0.005/0.01 against the source mesh, and seconds per shape,
     from the held-out views (indices views.count ..) of every mesh in --data."""
-    from focusing.core.geometry.mesh import check_output_path
+    from focusing.core.cli_support import check_output_path
     from focusing.core.io import write_text_atomic
     from focusing.flow.evaluate import evaluate_flow, format_table
 
@@ -180,7 +176,7 @@ def eval_flow_command(
         report = evaluate_flow(structure, latent, data, steps, cfg, seed, points, threshold,
                                allow_vae_change)
     except (FileNotFoundError, ValueError, ImportError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(format_table(report))
     if out is not None:
         write_text_atomic(out, json.dumps(report, indent=2), make_parents=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from focusing.core.geometry.mesh import Mesh, load_mesh
+from focusing.core.geometry.mesh import Mesh
+from focusing.core.geometry.meshio import load_mesh
 from focusing.core.sparse.tensor import SparseTensor
 from focusing.core.sparseflex.field import sparseflex_from_features
 from focusing.core.sparseflex.flexicubes import extract_mesh

@@ -38,7 +38,7 @@ from focusing.core.engine.checkpoint import latest_step
 from focusing.core.engine.lock import writes_here
 from focusing.core.engine.runfolder import claim_run_folder
 from focusing.core.io import write_text_atomic
-from focusing.core.plugins import FlowStage, get_registry
+from focusing.core.plugin_system import FlowStage, get_registry
 from focusing.core.sparse.tensor import SparseTensor, collate
 from focusing.core.data.dataset import ShapeDataset, default_cache_dir, shape_order
 from focusing.flow import rectified_flow as rf

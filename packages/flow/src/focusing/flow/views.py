@@ -41,7 +41,7 @@ def render_rgba(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera,
                 renderer=None) -> torch.Tensor:
     """Normal-shaded RGBA [4,H,W] in [0, 1] (RGB premultiplied by alpha) of a mesh [V,3], [F,3]."""
     if renderer is None:
-        from focusing.core.plugins import get_registry
+        from focusing.core.plugin_system import get_registry
 
         renderer = get_registry("renderer").get("torch")()
     with torch.no_grad():
@@ -120,7 +120,7 @@ def view_settings(cfg: dict) -> dict:
 def render_views(vertices: torch.Tensor, faces: torch.Tensor, settings: dict,
                  ks: range | list[int]) -> torch.Tensor:
     """Preprocessed views ks of a normalised mesh: [len(ks),3,S,S]."""
-    from focusing.core.plugins import get_registry
+    from focusing.core.plugin_system import get_registry
 
     renderer = get_registry("renderer").get("torch")()
     size = int(settings["image_size"])

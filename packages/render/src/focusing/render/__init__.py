@@ -12,7 +12,7 @@ __all__ = ["default_renderer_name", "make_renderer"]
 def make_renderer(name: str | None = None, device="cpu", **kwargs):
     """An instance of the registered renderer `name` (default: core's
     default_renderer_name(device))."""
-    from focusing.core.plugins import get_registry
+    from focusing.core.plugin_system import get_registry
 
     cls = get_registry("renderer").get(name or default_renderer_name(device))
     return cls(**kwargs)

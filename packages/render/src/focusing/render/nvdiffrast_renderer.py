@@ -19,8 +19,8 @@ from typing import ClassVar
 import torch
 
 from focusing.core.geometry.camera import Camera
-from focusing.core.plugins.base import Renderer
-from focusing.core.plugins.types import RenderOutput
+from focusing.core.plugin_system.base import Renderer
+from focusing.core.plugin_system.types import RenderOutput
 from focusing.render.renderers import unbatch
 from focusing.render.shading import _vertex_normals, as_camera_list, check_mesh
 

@@ -20,8 +20,8 @@ import torch
 
 from focusing.core.geometry.camera import Camera
 from focusing.core.geometry.raycast import EmbreeScene, embree_available, first_hits
-from focusing.core.plugins.base import Renderer
-from focusing.core.plugins.types import RenderOutput
+from focusing.core.plugin_system.base import Renderer
+from focusing.core.plugin_system.types import RenderOutput
 from focusing.render.raster import rasterize
 from focusing.render.shading import ViewRays, as_camera_list, check_mesh, shade, view_rays
 

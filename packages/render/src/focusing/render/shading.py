@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from focusing.core.geometry.camera import Camera
-from focusing.core.plugins.types import RenderOutput
+from focusing.core.plugin_system.types import RenderOutput
 
 __all__ = [
     "ViewRays",

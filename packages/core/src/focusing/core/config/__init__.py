@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from focusing.core.plugins import get_registry
-from focusing.core.plugins.registry import PluginError
+from focusing.core.plugin_system import get_registry
+from focusing.core.plugin_system.registry import PluginError
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
 

@@ -42,6 +42,7 @@ def prepare_command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Prepare meshes into a data set for `focusing train --data`: resumable, fault tolerant."""
+    from focusing.core.cli_support import fail
     from focusing.core.config import ConfigError, resolve_setup
     from focusing.core.data.prepare import parse_shard, prepare_dataset, summary
     from focusing.core.data.records import CacheError
@@ -54,8 +55,7 @@ def prepare_command(
             progress=not quiet)
     except (ConfigError, CacheError, ValueError, FileNotFoundError, FileExistsError,
             NotADirectoryError, PermissionError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+        fail(exc)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: the finished shapes are in {out}; run the same command again "
                    "to continue", err=True)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from focusing.core.config import Setup
 from focusing.core.data.records import CacheError, ShapeRecord, build_record, cache_settings
-from focusing.core.geometry.mesh import find_mesh_files, mesh_names
+from focusing.core.geometry.meshio import find_mesh_files, mesh_names
 from focusing.core.io import atomic_path
 
 

@@ -32,7 +32,7 @@ from focusing.core.data.prepared import (
     settings_hash, unique_names, write_info, write_record,
 )
 from focusing.core.engine.lock import LOCK_NAME, acquire
-from focusing.core.geometry.mesh import find_mesh_files
+from focusing.core.geometry.meshio import find_mesh_files
 from focusing.core.io import resolve_dotdot, temp_name_of
 from focusing.core.data.records import BUILD_STAGES, build_record, cache_settings
 

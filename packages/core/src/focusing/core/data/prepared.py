@@ -37,7 +37,7 @@ from safetensors.torch import save as save_tensors
 
 from focusing.core.config import ConfigError
 from focusing.core.data.records import CacheError, ShapeRecord
-from focusing.core.geometry.mesh import mesh_names
+from focusing.core.geometry.meshio import mesh_names
 from focusing.core.io import write_bytes_atomic, write_text_atomic
 
 FORMAT = "focusing-prepared"

@@ -20,7 +20,8 @@ import torch
 
 from focusing.core.config import Setup
 from focusing.core.geometry.camera import orbit_cameras
-from focusing.core.geometry.mesh import load_mesh, normalize_mesh
+from focusing.core.geometry.mesh import normalize_mesh
+from focusing.core.geometry.meshio import load_mesh
 from focusing.core.geometry.raycast import raycast
 from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels

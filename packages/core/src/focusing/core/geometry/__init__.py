@@ -1,19 +1,12 @@
 """focusing.core.geometry: meshes, cameras, ray casting, sampling, voxelisation, TSDF."""
 
 from focusing.core.geometry.camera import Camera, look_at, orbit_cameras, perspective
-from focusing.core.geometry.mesh import (
-    SUPPORTED_FORMATS,
-    Mesh,
-    MeshError,
-    apply_normalization,
-    load_mesh,
-    normalize_mesh,
-    save_mesh,
-    validate_mesh,
-)
+from focusing.core.geometry.mesh import Mesh, apply_normalization, normalize_mesh
+from focusing.core.geometry.meshio import SUPPORTED_FORMATS, load_mesh, save_mesh
 from focusing.core.geometry.raycast import embree_available, raycast
 from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.tsdf import fuse_view_tsdf, view_tsdf
+from focusing.core.geometry.validation import MeshError, validate_mesh
 from focusing.core.geometry.voxelize import (
     dilate_voxels,
     surface_voxels,

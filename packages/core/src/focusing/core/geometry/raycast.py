@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from focusing.core.geometry.camera import Camera
-from focusing.core.plugins.types import RenderOutput
+from focusing.core.plugin_system.types import RenderOutput
 
 __all__ = ["EmbreeScene", "embree_available", "first_hits", "raycast"]
 

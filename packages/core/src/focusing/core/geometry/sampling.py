@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from focusing.core.geometry.mesh import Mesh, MeshError
+from focusing.core.geometry.mesh import Mesh
+from focusing.core.geometry.validation import MeshError
 
 __all__ = ["sample_surface"]
 

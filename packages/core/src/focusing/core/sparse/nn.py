@@ -1,7 +1,7 @@
 """torch.nn modules on SparseTensor: convolutions through a named sparse backend, and feature-wise
 helpers (linear, LayerNorm, GELU) that a sparse VAE stacks.
 
-Parameters use the shared layout of the SparseBackend kind (`focusing.core.plugins.base`,
+Parameters use the shared layout of the SparseBackend kind (`focusing.core.plugin_system.base`,
 [K, C_in, C_out]), so
 swapping the backend of a trained model is a string: `module.backend = "spconv"` or
 `set_backend(model, "spconv")`.
@@ -14,14 +14,14 @@ import math
 import torch
 from torch import nn
 
-from focusing.core.plugins.base import SparseBackend
+from focusing.core.plugin_system.base import SparseBackend
 from focusing.core.sparse.tensor import SparseTensor
 
 
 def get_backend(name: str) -> SparseBackend:
     """The shared sparse backend instance registered under `name`, cached on the registry (so
-    `plugins.reset()` forgets it); raises the registry's error if unknown or unavailable."""
-    from focusing.core.plugins import get_registry
+    `plugin_system.reset()` forgets it); raises the registry's error if unknown or unavailable."""
+    from focusing.core.plugin_system import get_registry
 
     return get_registry("sparse_backend").instance(name)
 

@@ -66,21 +66,14 @@ def train_command(
     debug: bool = typer.Option(False, "--debug", help="Show a Python traceback for errors."),
 ) -> None:
     """Train a shape VAE under a setup; also runs under `torchrun` (one process per rank)."""
-    from focusing.core.cli import debugging
+    from focusing.core.cli_support import fail, raise_if_debugging
     from focusing.core.config import ConfigError
     from focusing.core.engine import CheckpointError, NonFiniteError, TrainingInterrupted
     from focusing.core.engine.checkpoint import write_fault
-    from focusing.core.geometry.mesh import MeshError
-    from focusing.core.plugins import PluginError
     from focusing.core.data.records import CacheError
+    from focusing.core.geometry.validation import MeshError
+    from focusing.core.plugin_system import PluginError
     from focusing.core.vae.train.trainer import Trainer
-
-    def fail(exc: BaseException | str, code: int):
-        if debug or debugging():
-            if isinstance(exc, BaseException):
-                raise exc
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code)
 
     try:
         config = _resolve(setup, list(overrides), steps)  # every key checked before any write
@@ -89,6 +82,7 @@ def train_command(
                           allow_nonempty_out=allow_nonempty_out)
     except (ConfigError, PluginError, FileNotFoundError, FileExistsError, ValueError, MeshError,
             CheckpointError, CacheError, PermissionError) as exc:
+        raise_if_debugging(exc, debug)
         fail(exc, 2)
     run_dir = trainer.run_dir
     resume_with = _resume_command(setup, data, run_dir, steps, list(overrides), eval_dir)
@@ -105,9 +99,11 @@ def train_command(
             typer.echo(f"{exc}\nto continue: {resume_with}", err=True)
         raise typer.Exit(exc.exit_code)
     except (NonFiniteError, CheckpointError) as exc:
+        raise_if_debugging(exc, debug)
         fail(exc, 1)
     except OSError as exc:  # a full disk while writing TensorBoard events or quality rows
-        fail(exc if debug or debugging() else write_fault(run_dir, exc, "a file of the run"), 1)
+        raise_if_debugging(exc, debug)
+        fail(write_fault(run_dir, exc, "a file of the run"), 1)
     finally:
         trainer.close()
     if history and trainer.dist.is_main:
@@ -138,15 +134,15 @@ def reconstruct_command(
              "reconstructs finer than training: the VAE is local (paper sec. 4.2)."),
 ) -> None:
     """Reconstruct MESH with a trained VAE and save it (in MESH's own frame)."""
-    from focusing.core.geometry.mesh import MeshError
+    from focusing.core.cli_support import fail
     from focusing.core.config import ConfigError
+    from focusing.core.geometry.validation import MeshError
     from focusing.core.vae.reconstruct import reconstruct_file
 
     try:
         info = reconstruct_file(run, mesh, output, chunk_voxels, step, threshold, resolution)
     except (MeshError, FileNotFoundError, RuntimeError, ConfigError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+        fail(exc)
     typer.echo(f"wrote {info['out']}: {info['vertices']} vertices, {info['faces']} faces")
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from focusing.core.plugins import get_registry
+from focusing.core.plugin_system import get_registry
 from focusing.core.sparse.attention import SparseTransformerBlock
 from focusing.core.sparse.tensor import SparseTensor
 from focusing.core.sparseflex.field import FEATURE_CHANNELS, SDF_CHANNELS

@@ -1,4 +1,4 @@
-"""Core's two upsamplers (the Upsampler base class is in `focusing.core.plugins.base`).
+"""Core's two upsamplers (the Upsampler base class is in `focusing.core.plugin_system.base`).
 
 - `self-pruning` (TripoSF/Focusing): subdivide by a generative transposed conv, refine with a
   submanifold conv, and predict each child's occupancy; L_occ trains the head against the
@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from focusing.core.plugins.base import Upsampler
-from focusing.core.plugins.types import UpsampleOutput
+from focusing.core.plugin_system.base import Upsampler
+from focusing.core.plugin_system.types import UpsampleOutput
 from focusing.core.sparse.hashing import CoordIndex
 from focusing.core.sparse.nn import SparseUpsample, SubMConv3d
 from focusing.core.sparse.tensor import SparseTensor

@@ -221,8 +221,8 @@ def evaluate_runs(runs: dict[str, list[TrainedRun]], meshes: dict[str, tuple[str
 def compare(data: Path, setups: str, budget_name: str, out: Path, eval_dir: Path | None = None,
             overwrite: bool = False, command: str = "", seeds: int = 1) -> dict:
     """The whole comparison at `seeds` seeds; returns the report dict (also out/report.json)."""
-    from focusing.core.geometry.mesh import mesh_names
     from focusing.core.data.dataset import mesh_files
+    from focusing.core.geometry.meshio import mesh_names
     from focusing.eval import report as report_mod
 
     t_start = time.perf_counter()

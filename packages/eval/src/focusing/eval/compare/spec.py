@@ -89,7 +89,7 @@ class SetupSpec:
 def parse_spec(spec: str, budget_overrides: list[str] = ()) -> SetupSpec:
     """Resolve 'NAME[:key=value...]' against the budget; raises CompareError naming the spec."""
     from focusing.core.config import ConfigError, load_setup, resolve_setup
-    from focusing.core.plugins import PluginError
+    from focusing.core.plugin_system import PluginError
 
     base, _, rest = spec.partition(":")
     base = base.strip()

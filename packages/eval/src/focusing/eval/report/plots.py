@@ -158,7 +158,8 @@ def plot_renders(name: str, gt_path: Path, recons: dict[str, str | None], views:
     """Grid for one mesh: rows = views, columns = ground truth then each setup's reconstruction
     (all in the ground truth's unit box, so sizes compare)."""
     from focusing.core.geometry.camera import orbit_cameras
-    from focusing.core.geometry.mesh import apply_normalization, load_mesh, normalize_mesh
+    from focusing.core.geometry.mesh import apply_normalization, normalize_mesh
+    from focusing.core.geometry.meshio import load_mesh
 
     plt = _plt()
     gt, center, scale = normalize_mesh(load_mesh(gt_path, normalize=False))

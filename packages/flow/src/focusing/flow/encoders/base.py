@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from focusing.core.plugins.base import Plugin
+from focusing.core.plugin_system.base import Plugin
 
 
 class ImageEncoder(Plugin, nn.Module):
@@ -43,7 +43,7 @@ class ImageEncoder(Plugin, nn.Module):
 
 def build_encoder(name: str, params: dict | None = None) -> ImageEncoder:
     """The registered encoder `name` built with `params`; raises with the reason if unavailable."""
-    from focusing.core.plugins import UnavailablePluginError, get_registry
+    from focusing.core.plugin_system import UnavailablePluginError, get_registry
 
     params = dict(params or {})
     cls = get_registry("image_encoder").get(name, require_available=False)

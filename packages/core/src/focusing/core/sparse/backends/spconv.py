@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from focusing.core.sparse import hashing
-from focusing.core.plugins.base import SparseBackend
+from focusing.core.plugin_system.base import SparseBackend
 
 if TYPE_CHECKING:
     from focusing.core.sparse.tensor import SparseTensor

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
 
-from focusing.core.plugins.types import RenderOutput
+from focusing.core.plugin_system.types import RenderOutput
 
 if TYPE_CHECKING:
     from focusing.core.sparseflex.field import SparseFlexField

@@ -29,7 +29,7 @@ from focusing.core.engine.profile import phase
 from focusing.core.engine.runfolder import claim_run_folder
 from focusing.core.geometry.camera import Camera
 from focusing.core.io import resolve_dotdot
-from focusing.core.plugins import get_registry
+from focusing.core.plugin_system import get_registry
 from focusing.core.selection import run_selectors
 from focusing.core.sparse.hashing import CoordIndex
 from focusing.core.sparse.tensor import SparseTensor

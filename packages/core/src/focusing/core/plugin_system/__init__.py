@@ -1,7 +1,7 @@
 """The seams of the toolkit: hook specifications, plugin base classes (base.py, with the table
 of kinds) and registries."""
 
-from focusing.core.plugins.base import (
+from focusing.core.plugin_system.base import (
     PLUGIN_KINDS,
     FlowStage,
     Plugin,
@@ -11,9 +11,9 @@ from focusing.core.plugins.base import (
     Upsampler,
     VoxelSelector,
 )
-from focusing.core.plugins.hookspecs import hookimpl, hookspec
-from focusing.core.plugins.types import RenderOutput, Selection, Stage, UpsampleOutput
-from focusing.core.plugins.registry import (
+from focusing.core.plugin_system.hookspecs import hookimpl, hookspec
+from focusing.core.plugin_system.types import RenderOutput, Selection, Stage, UpsampleOutput
+from focusing.core.plugin_system.registry import (
     KINDS,
     DuplicatePluginError,
     PluginEntry,

@@ -11,10 +11,10 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 
+from focusing.core.cli_support import fail
 from focusing.core.io import write_text_atomic
 
 # Columns of the folder table: (result key, header, format).
@@ -35,11 +35,6 @@ _CAPTION = (
 )
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
 def _console():
     from rich.console import Console
 
@@ -50,7 +45,7 @@ def _console():
 def _mesh_files(folder: Path) -> tuple[dict[str, Path], list[Path], list[str]]:
     """(stem -> mesh file, files of other formats, stems held by several mesh files) of a folder;
     which files are meshes is `find_mesh_files`'s rule, the one `train` uses."""
-    from focusing.core.geometry.mesh import find_mesh_files
+    from focusing.core.geometry.meshio import find_mesh_files
 
     meshes = find_mesh_files(folder)
     by_stem: dict[str, list[Path]] = {}
@@ -134,8 +129,8 @@ def _pair_folders(
     pred_files, pred_other, pred_clash = _mesh_files(pred)
     gt_files, gt_other, gt_clash = _mesh_files(gt)
     if pred_clash or gt_clash:
-        _fail("several mesh files share a stem, pairing is ambiguous: "
-              + "; ".join(pred_clash + gt_clash))
+        fail("several mesh files share a stem, pairing is ambiguous: "
+             + "; ".join(pred_clash + gt_clash))
     only_pred = sorted(set(pred_files) - set(gt_files))
     only_gt = sorted(set(gt_files) - set(pred_files))
     if only_pred:
@@ -150,7 +145,7 @@ def _pair_folders(
                    f"{', '.join(str(p) for p in other)}", err=True)
     pairs = [(s, pred_files[s], gt_files[s]) for s in sorted(set(pred_files) & set(gt_files))]
     if not pairs:
-        _fail(f"no mesh file stems in common between {str(pred)!r} and {str(gt)!r}")
+        fail(f"no mesh file stems in common between {str(pred)!r} and {str(gt)!r}")
     return (pairs, [str(pred_files[s]) for s in only_pred], [str(gt_files[s]) for s in only_gt])
 
 
@@ -170,25 +165,25 @@ def eval_command(
     """Chamfer (L2, L1), F-score, normal consistency of PRED against GT, and the sampling floor."""
     import os
 
-    from focusing.core.cli import debugging
-    from focusing.core.geometry.mesh import MeshError, check_output_path
+    from focusing.core.cli_support import check_output_path, raise_if_debugging
+    from focusing.core.geometry.validation import MeshError
     from focusing.core.metrics import METRIC_KEYS, evaluate
 
     # Every argument is checked before any work, so a bad call writes nothing.
     if not (tau > 0):
-        _fail(f"--tau must be a positive distance, got {tau}")
+        fail(f"--tau must be a positive distance, got {tau}")
     for role, path in (("PRED", pred), ("GT", gt)):
         if not os.path.lexists(path):  # a broken link or loop is named by load_mesh
-            _fail(f"{role} {str(path)!r} does not exist")
+            fail(f"{role} {str(path)!r} does not exist")
     if pred.is_dir() != gt.is_dir():
-        _fail(f"PRED and GT must both be mesh files or both be folders (got {pred} and {gt})")
+        fail(f"PRED and GT must both be mesh files or both be folders (got {pred} and {gt})")
     if out is not None:
         if out.suffix.lower() not in _OUT_SUFFIXES:
-            _fail(f"--out {str(out)!r}: unknown format; use one of {', '.join(_OUT_SUFFIXES)}")
+            fail(f"--out {str(out)!r}: unknown format; use one of {', '.join(_OUT_SUFFIXES)}")
         try:
             check_output_path(out, "--out")
         except ValueError as exc:
-            _fail(str(exc))
+            fail(str(exc))
 
     if pred.is_dir():
         from tqdm import tqdm
@@ -204,9 +199,8 @@ def eval_command(
         try:
             result = evaluate(pred_file, gt_file, n_points=points, tau=tau, seed=seed)
         except MeshError as exc:
-            if debugging():  # `focusing --debug`: the traceback, for a bug report
-                raise
-            _fail(str(exc))
+            raise_if_debugging(exc)  # `focusing --debug`: the traceback, for a bug report
+            fail(exc)
         rows.append({"name": name, "pred": str(pred_file), "gt": str(gt_file),
                      **{k: result[k] for k in METRIC_KEYS}})
     report = _build_report(rows, result["convention"], only_pred, only_gt, METRIC_KEYS)

@@ -14,10 +14,10 @@ from typing import Any
 
 import pluggy
 
-from focusing.core.plugins.base import PLUGIN_KINDS
-from focusing.core.plugins.hookspecs import PROJECT, FocusingHookSpecs
+from focusing.core.plugin_system.base import PLUGIN_KINDS
+from focusing.core.plugin_system.hookspecs import PROJECT, FocusingHookSpecs
 
-# kind -> hook name (from the table in plugins/base.py). The order is the order
+# kind -> hook name (from the table in plugin_system/base.py). The order is the order
 # `focusing plugins` prints.
 KINDS: dict[str, str] = {k.kind: k.hook for k in PLUGIN_KINDS}
 

@@ -1,9 +1,9 @@
 """The data types that plugins return: `RenderOutput` (renderers), `Selection` (voxel selectors),
 `UpsampleOutput` (upsamplers) and the selector `Stage`.
 
-They sit below `plugins/base.py`, which imports them, so the base module imports nothing above
+They sit below `plugin_system/base.py`, which imports them, so the base module imports nothing above
 it: this module's only references upwards (`Camera`, `SparseTensor`) are annotations, and the
-modules that define those two import nothing from `focusing.core.plugins`
+modules that define those two import nothing from `focusing.core.plugin_system`
 (tests/test_import_rule.py checks both).
 """
 

@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+from focusing.core.cli_support import fail
 
 
 def fit_command(
@@ -49,7 +45,7 @@ def fit_command(
     normal and mask losses from random views, starting from a view TSDF of the ground-truth
     depth maps; writes the extracted mesh in MESH's own frame and prints time, peak memory and
     the metrics of `focusing eval OUT MESH`."""
-    from focusing.core.geometry.mesh import MeshError
+    from focusing.core.geometry.validation import MeshError
     from focusing.eval.fit import FitConfig, fit_mesh
 
     cfg = FitConfig(
@@ -59,18 +55,17 @@ def fit_command(
     try:
         cfg.check()
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not mesh.exists():
-        _fail(f"mesh {str(mesh)!r}: file does not exist")
+        fail(f"mesh {str(mesh)!r}: file does not exist")
     try:
         result = fit_mesh(mesh, cfg, out=out, evaluate_init=init_metrics)
     except MeshError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except (LookupError, ValueError) as exc:  # unknown or unavailable renderer, bad settings
-        _fail(str(exc))
+        fail(str(exc))
     except RuntimeError as exc:  # the field lost its surface: nothing was written
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        fail(exc, 1)
     summary = {"out": str(out), **result.summary()}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))

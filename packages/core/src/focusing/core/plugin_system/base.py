@@ -3,9 +3,9 @@
 A plugin is a class with a unique `name` and an honest `available()`; each kind adds the
 methods that the toolkit calls. A reader who wants to write a backend, a renderer, a selector
 or an upsampler starts here; `PLUGIN_KINDS` below lists every kind, its base class and the
-pluggy hook that returns its classes (`focusing.core.plugins.hookspecs`). The data types the
+pluggy hook that returns its classes (`focusing.core.plugin_system.hookspecs`). The data types the
 methods exchange sit below this module: `RenderOutput`, `Selection`, `UpsampleOutput` and
-`Stage` in `focusing.core.plugins.types`; `SparseTensor` (core.sparse.tensor) and `Camera`
+`Stage` in `focusing.core.plugin_system.types`; `SparseTensor` (core.sparse.tensor) and `Camera`
 (core.geometry.camera) are named in annotations only.
 
 So this module imports nothing above it, and no module it names imports it back
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from focusing.core.plugins.types import RenderOutput, Selection, Stage, UpsampleOutput
+from focusing.core.plugin_system.types import RenderOutput, Selection, Stage, UpsampleOutput
 
 if TYPE_CHECKING:
     from focusing.core.geometry.camera import Camera

@@ -38,7 +38,8 @@ def compare_command(
              "real only when the setups' min..max ranges do not overlap."),
 ) -> None:
     """Train setups under one budget (each in its own process), reconstruct, evaluate, report."""
-    from focusing.core.plugins import PluginError
+    from focusing.core.cli_support import fail
+    from focusing.core.plugin_system import PluginError
     from focusing.eval.compare import CompareError, compare
 
     command = "focusing compare " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
@@ -57,8 +58,7 @@ def compare_command(
             rep = compare(data, setups, budget, out, eval_dir=eval_dir, overwrite=overwrite,
                           command=command, seeds=seeds)
     except (CompareError, PluginError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+        fail(exc)
     if as_json:
         from focusing.eval.report import _clean
 
