@@ -19,15 +19,6 @@ def _fail(message: str):
     raise typer.Exit(2)
 
 
-def _steps_applied(load, overrides: list[str], steps: int | None) -> dict:
-    """load(overrides) with `--steps` applied as train.steps (config.with_steps: a --set
-    train.steps that disagrees is an error)."""
-    from focusing.core.config import with_steps
-
-    cfg = load(overrides)
-    return cfg if steps is None else load(with_steps(overrides, steps, cfg["train"]["steps"]))
-
-
 def train_flow_command(
     stage: str = typer.Option(
         ..., "--stage", help="structure (structure VAE, then structure flow) or latent."),
@@ -52,33 +43,36 @@ def train_flow_command(
     """Train one stage of the image-to-3D flow on the latents of a trained shape VAE (on core's
     training engine; also runs under `torchrun`)."""
     from focusing.core.cli import debugging
-    from focusing.core.config import ConfigError
+    from focusing.core.config import ConfigError, apply_steps, replace_setting
     from focusing.core.engine import CheckpointError, NonFiniteError
     from focusing.core.engine.runfolder import hold_run_folder
     from focusing.core.plugins import PluginError
     from focusing.core.plugins import get_registry
-    from focusing.flow.stages import load_flow_config, vae_run_config
-    from focusing.flow.train import FlowTrainer, last_loss, resume_config
+    from focusing.flow.config import resolve_flow_setup
+    from focusing.flow.stages import vae_run_setup
+    from focusing.flow.train import FlowTrainer, check_flow_setup, last_loss, resume_config
 
     stages = get_registry("flow_stage").names()
     if stage not in stages:
         _fail(f"--stage must be one of {', '.join(stages)}, got {stage!r}")
     try:
+        # the typed, checked setup; --stage, --vae and --steps set its fields (config.apply_steps:
+        # a --set train.steps that disagrees is an error)
         if not resume:  # a wrong --vae, --steps or --set is said before --out is made
             if vae is None:
                 _fail("--vae RUN is required (the shape VAE run folder)")
-            vae_run_config(vae)
-            cfg = _steps_applied(load_flow_config, list(overrides) + [f'stage="{stage}"'], steps)
+            vae_setup = vae_run_setup(vae)
+            setup = apply_steps(resolve_flow_setup(overrides), overrides, steps)
+            setup = replace_setting(replace_setting(setup, "stage", stage), "vae_run", str(vae))
+            check_flow_setup(setup, vae_setup)
         out = hold_run_folder(out, resume)  # one process per run folder, until the command ends
         if resume:
             if not (out / "config.json").exists():
                 _fail(f"--resume: {out} holds no run")
-            cfg = _steps_applied(lambda given: resume_config(out, given), list(overrides), steps)
-            if cfg["stage"] != stage:
-                _fail(f"--resume: {out} is a {cfg['stage']} run, not {stage}")
-        else:
-            cfg["vae_run"] = str(vae)
-        trainer = FlowTrainer(cfg, data, out, resume=resume, progress=not quiet,
+            setup = apply_steps(resume_config(out, overrides), overrides, steps)
+            if setup.stage != stage:
+                _fail(f"--resume: {out} is a {setup.stage} run, not {stage}")
+        trainer = FlowTrainer(setup, data, out, resume=resume, progress=not quiet,
                               allow_changes=allow_changes)
     except (ConfigError, PluginError, FileNotFoundError, FileExistsError, ValueError,
             CheckpointError) as exc:
