@@ -16,10 +16,10 @@ turned with the shape so that their depth maps stay exact, the normalisation cen
 (Checked against build_record on turned copies of couplingdown: the same vertices, points,
 voxels at R, 2R, 4R and TSDF corners, TSDF values within 1e-16.) So a set of N records holds
 24 x seeds distinct records; the rest are hard links to them (copies where links fail) under
-names of their own, each its own manifest line. Each training
-run is a fresh process (`--child`): FOCUSING_STREAM_BYTES=0 streams both sets, the run trains
---steps steps and reports its peak RSS (getrusage ru_maxrss: the training process; the
-DataLoader workers' peak separately, RUSAGE_CHILDREN) and the engine's per-step peak.
+names of their own, each its own manifest line. Each training run is a fresh process
+(`--child`): FOCUSING_STREAM_BYTES=0 streams both sets, the run trains --steps steps and
+reports its peak RSS (getrusage ru_maxrss: the training process; the DataLoader workers' peak
+separately, RUSAGE_CHILDREN) and the engine's per-step peak.
 
 With one seed mesh every step costs the same whatever records it draws, so the two runs differ
 only in the set. With several, both sets cycle through the seeds in the same proportions, but
