@@ -19,6 +19,7 @@ import os
 import re
 import time
 from collections import Counter, deque
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -285,6 +286,19 @@ def _sha256_or_none(path: str) -> str | None:
         return None
 
 
+@contextmanager
+def _runner(ray: str | None, workers: int) -> Iterator[Callable[[list[Job]], Iterator[dict]]]:
+    """What runs the jobs: `workers` local processes, or Ray tasks (core.data.ray_jobs) on the
+    cluster `ray` names, joined for the block."""
+    if ray is None:
+        yield lambda jobs: run_jobs(jobs, workers)
+        return
+    from focusing.core.data.ray_jobs import ray_connection, run_jobs_ray
+
+    with ray_connection(ray):
+        yield run_jobs_ray
+
+
 def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, setup: Setup | dict,
                     workers: int = 0, retry_failed: bool = False, limit: int | None = None,
                     shard: tuple[int, int] | None = None, progress: bool = True,
@@ -294,10 +308,6 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, setup: Setu
     module. shard (rank, world): every world-th mesh from rank; limit: the first N of those;
     ray: build the shapes as Ray tasks (core.data.ray_jobs: `local`, `auto` or an address)
     instead of in `workers` local processes."""
-    if ray is not None:
-        from focusing.core.data.ray_jobs import import_ray, run_jobs_ray
-
-        import_ray()  # a missing extra is said before anything is written
     setup = Setup.from_dict(setup)
     settings, start = cache_settings(setup), time.perf_counter()
     out = resolve_dotdot(out)
@@ -308,7 +318,8 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, setup: Setu
     sources = sources[:limit] if limit else sources
     if not sources:
         raise FileNotFoundError(f"no meshes to prepare in {data}")
-    with acquire(out, keep=False):
+    # Ray is joined (or found missing) before the set is locked and anything is written
+    with _runner(ray, workers) as run, acquire(out, keep=False):
         if (out / DATASET_FILE).exists():
             check_settings(read_info(out)["settings"], settings, out)
         _remove_leftovers(out)
@@ -319,7 +330,7 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, setup: Setu
         writer = ManifestWriter(out)
         bar = tqdm(total=len(jobs), desc="preparing", unit="shape", disable=not progress,
                    dynamic_ncols=True)
-        runner = run_jobs(jobs, workers) if ray is None else run_jobs_ray(jobs, ray)
+        runner = run(jobs)
         try:
             for entry in runner:
                 _count(entry, writer, result)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 from focusing.core.data.prepare import Job, _entry, _failed, _reusable, _worker_init, build_job, \
@@ -62,6 +63,19 @@ def connect(ray, address: str) -> bool:
     return True
 
 
+@contextmanager
+def ray_connection(address: str) -> Iterator:
+    """The ray module, connected to `address` (connect) for the block; disconnected after it
+    when the block connected it."""
+    ray = import_ray()
+    started = connect(ray, address)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def _build_task(job: Job, sha256: str | None) -> tuple[dict, bytes | None]:
     """A Ray task: one shape's entry and record bytes (prepare.build_job), one thread."""
     _worker_init()
@@ -85,17 +99,19 @@ def _precheck(job: Job) -> tuple[dict | None, str | None]:
     return ({**prev, "skipped": True}, sha256) if _reusable(job, sha256) else (None, sha256)
 
 
-def run_jobs_ray(jobs: Iterable[Job], address: str) -> Iterator[dict]:
+def run_jobs_ray(jobs: Iterable[Job]) -> Iterator[dict]:
     """Each job's entry as it finishes (any order), its record written by this process; the
-    shapes built as Ray tasks of one CPU each, TASKS_PER_CPU per cluster CPU in flight. A task
-    whose worker dies is retried once by Ray, then failed with the reason."""
+    shapes built as Ray tasks of one CPU each, TASKS_PER_CPU per cluster CPU in flight, on the
+    cluster this process is connected to (ray_connection). A task whose worker dies is retried
+    once by Ray, then failed with the reason. Closing the iterator cancels the tasks in
+    flight."""
     ray = import_ray()
-    started = connect(ray, address)
-    in_flight: dict = {}
+    if not ray.is_initialized():
+        raise RayUnavailable("run_jobs_ray: not connected to Ray (use ray_connection)")
+    task = ray.remote(num_cpus=1, max_retries=1)(_build_task)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    pending, in_flight = deque(jobs), {}
     try:
-        task = ray.remote(num_cpus=1, max_retries=1)(_build_task)
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        pending = deque(jobs)
         while pending or in_flight:
             while pending and len(in_flight) < TASKS_PER_CPU * cpus:
                 job = pending.popleft()
@@ -118,8 +134,6 @@ def run_jobs_ray(jobs: Iterable[Job], address: str) -> Iterator[dict]:
     finally:
         for ref in in_flight:
             ray.cancel(ref, force=True)
-        if started:
-            ray.shutdown()
 
 
 def _task_failed(job: Job, exc: BaseException) -> dict:
