@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from focusing.core.config import Setup, normalise_stored
+from focusing.core.data.streaming import StepRecords
 from focusing.core.engine import (
     Engine, StepOutput, StepResult, TrainStep, check_run_folder, prepare, set_reproducibility,
 )
@@ -34,7 +35,7 @@ from focusing.core.sparse.tensor import SparseTensor
 from focusing.core.sparseflex.field import sparseflex_from_features
 from focusing.core.sparseflex.flexicubes import extract_mesh
 from focusing.core.train import losses
-from focusing.core.train.data import ShapeDataset, ShapeRecord, shape_order
+from focusing.core.train.data import ShapeDataset, ShapeRecord
 from focusing.core.train.memory import check_run_memory
 from focusing.core.vae.model import ShapeVAE
 from focusing.core.vae.pointnet import holding_voxels
@@ -153,7 +154,9 @@ class VAEStep(TrainStep):
         self.model = ShapeVAE(setup.to_dict()).to(device)
         self.threshold = setup.inference.occupancy_threshold  # until the first calibration
         self.train_seconds = 0.0  # set by the engine before evaluate()
-        self._tsdf_index: dict[str, CoordIndex] = {}
+        # the record of (step, slot): indexed in memory, or read ahead from a streamed set
+        self.records = StepRecords(data, setup.train.batch_size, setup.train.seed)
+        self._tsdf_index: dict[str, CoordIndex] = self.records.cache()
         self.renderer = get_registry("renderer").get(setup.backend.renderer)()
         self.latent_selectors = make_selectors(setup, "latent")
         self.output_selectors = make_selectors(setup, "output")
@@ -165,10 +168,8 @@ class VAEStep(TrainStep):
 
     def loss(self, step: int, slots: list[int]) -> StepOutput:
         """Loss of the shape at slot `slots[0]` of step's global batch (one slot per call)."""
-        order = shape_order(len(self.data), step, self.setup.train.batch_size,
-                            self.setup.train.seed)
         (slot,) = slots
-        total, res = self.shape_loss(self.data[order[slot]], step, slot)
+        total, res = self.shape_loss(self.records(step, slot), step, slot)
         return StepOutput(total, terms=res.terms, counts=res.counts, images=res.images,
                           extra={"mesh": res.mesh},
                           postfix={"kept": int(res.counts.get("latent_kept", 0))})
