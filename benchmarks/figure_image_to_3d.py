@@ -57,8 +57,8 @@ def main() -> None:
     from focusing.flow.views import held_out_views, view_camera, view_settings
 
     pipe = ImageTo3D(args.structure, args.latent)
-    settings = view_settings(pipe.structure_cfg)
-    view = held_out_views(pipe.structure_cfg)[0] if args.view is None else args.view
+    settings = view_settings(pipe.structure_setup.views)
+    view = held_out_views(pipe.structure_setup.views)[0] if args.view is None else args.view
     big = view_camera(view, {**settings, "render_size": args.size})
     names = args.mesh or DEFAULT_MESHES
     fig, axes = plt.subplots(len(names), 3, figsize=(7.5, 2.6 * len(names)), squeeze=False)
@@ -69,7 +69,7 @@ def main() -> None:
         source = load_mesh(path)
         generated = pipe.generate(pipe.render_view(path, view), cfg_structure=args.cfg,
                                   cfg_latent=args.cfg, seed=args.seed)
-        recon = reconstruct_mesh(pipe.vae, pipe.vae_cfg, source, threshold=pipe.threshold)
+        recon = reconstruct_mesh(pipe.vae, pipe.vae_setup, source, threshold=pipe.threshold)
         panels = [(f"{name}, held-out view {view}", source, None),
                   (f"generated (CFG {args.cfg:g}, {generated.seconds:.1f} s)", generated.mesh,
                    evaluate(generated.mesh, source, tau=0.01)["fscore"]),

@@ -38,9 +38,9 @@ def main() -> None:
     from focusing.flow.views import held_out_views
 
     pipe = ImageTo3D(args.structure, args.latent)
-    dataset = ShapeDataset(args.data, pipe.vae_cfg, progress=False)
+    dataset = ShapeDataset(args.data, pipe.vae_setup, progress=False)
     r = pipe.latent.resolution
-    held_out = held_out_views(pipe.structure_cfg)
+    held_out = held_out_views(pipe.structure_setup.views)
     print(f"{'mesh':<22}{'SVAE IoU':>9}{'flow IoU':>9}{'F@.01 true structure':>22}"
           f"{'VAE F@.01':>10}")
     rows = []
@@ -59,7 +59,7 @@ def main() -> None:
                 mesh = pipe.decode(pipe.sample_latents(rgba, rec.active[r].long(), args.steps,
                                                        args.cfg, 0))
                 f_true.append(evaluate(mesh, gt, tau=0.01)["fscore"] if len(mesh.faces) else 0.0)
-            recon = reconstruct_mesh(pipe.vae, pipe.vae_cfg, gt, threshold=pipe.threshold)
+            recon = reconstruct_mesh(pipe.vae, pipe.vae_setup, gt, threshold=pipe.threshold)
             f_vae = evaluate(recon, gt, tau=0.01)["fscore"]
             rows.append((svae_iou, np.mean(flow_iou), np.mean(f_true), f_vae))
             print(f"{rec.name:<22}{svae_iou:>9.3f}{rows[-1][1]:>9.3f}{rows[-1][2]:>22.3f}"

@@ -52,25 +52,27 @@ def _profile(stage: str, vae: Path, data: Path, sets: list[str], steps: int) -> 
     """Per step kind: mean ms and peak tensor MiB of a step over `steps` profiled steps, its
     backward and optimizer ms, and the parameters its optimiser updates."""
     from focusing.core.engine.profile import profile_steps
-    from focusing.flow.stages import load_flow_config
+    from focusing.core.config import replace_setting
+    from focusing.flow.config import resolve_flow_setup
     from focusing.flow.train import STRUCTURE_VAE_DIR, FlowTrainer, StructureVAEStep
 
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_flow_config(sets + [f'stage="{stage}"', "structure_vae.steps=1",
-                                       "train.checkpoint_every=0", "train.eval_every=0"])
-        cfg["vae_run"] = str(vae)
-        trainer = FlowTrainer(cfg, data, Path(tmp) / "run", progress=False)
+        setup = resolve_flow_setup(sets + [f'stage="{stage}"', "structure_vae.steps=1",
+                                           "train.checkpoint_every=0", "train.eval_every=0"])
+        setup = replace_setting(setup, "vae_run", str(vae))
+        trainer = FlowTrainer(setup, data, Path(tmp) / "run", progress=False)
         kinds = [(f"{stage} flow", trainer.engine)]
         if stage == "structure":
             from focusing.core.engine import Engine
-            from focusing.flow.train import flow_train_config, structure_vae_config
+            from focusing.flow.train import structure_vae_config
 
-            sub = structure_vae_config(trainer.cfg)
+            sub, sub_train = structure_vae_config(trainer.setup)
             # the flow step froze it; its own step trains it
             trainer.model.svae.requires_grad_(True)
-            sv_step = StructureVAEStep(trainer.cfg, trainer.shapes, trainer.model, trainer.device)
-            sv_engine = Engine(sv_step, flow_train_config(sub["train"]),
+            sv_step = StructureVAEStep(trainer.setup, trainer.shapes, trainer.model,
+                                       trainer.device)
+            sv_engine = Engine(sv_step, sub_train,
                                Path(tmp) / STRUCTURE_VAE_DIR, sub, progress=False,
                                dist_info=trainer.dist, name="structure VAE")
             kinds.insert(0, ("structure VAE", sv_engine))

@@ -8,22 +8,24 @@ import pytest
 import torch
 from torch import nn
 
-from focusing.core.config import ConfigError
+from focusing.core.config import ConfigError, resolve_setup
 from focusing.core.plugin_system import FlowStage, get_registry, hookimpl, register_plugin
 from focusing.core.plugin_system import unregister_plugin
-from focusing.flow.stages import build_stage, load_flow_config
+from focusing.flow.config import resolve_flow_setup
+from focusing.flow.stages import build_stage
 from focusing.flow.train import (
     LATENT_SHAPE_KEYS, STRUCTURE_SHAPE_KEYS, LatentFlowStage, StructureFlowStage, flow_stage,
 )
 
 
 class _EchoStage(FlowStage):
-    """A stage from outside the project: a linear map of the encoder's tokens."""
+    """A stage from outside the project: a linear map of the encoder's tokens (it receives the
+    typed flow setup and the shape VAE's typed Setup)."""
 
     name = "echo-test"
 
-    def build(self, cfg, vae_cfg, encoder):
-        return nn.Linear(encoder.out_channels, int(vae_cfg["model"]["latent_channels"]))
+    def build(self, setup, vae, encoder):
+        return nn.Linear(encoder.out_channels, vae.model.latent_channels)
 
 
 @pytest.fixture
@@ -50,8 +52,8 @@ def test_the_built_in_stages_are_registered_with_their_shape_keys():
 
 
 def test_an_outside_stage_is_built_by_name_without_editing_the_flow_package(echo_plugin):
-    cfg = load_flow_config(['stage="echo-test"', 'encoder.name="cnn"'])
-    module = build_stage(cfg, {"model": {"latent_channels": 5}})
+    setup = resolve_flow_setup(['stage="echo-test"', 'encoder.name="cnn"'])
+    module = build_stage(setup, resolve_setup("focusing", ["model.latent_channels=5"]))
     assert isinstance(module, nn.Linear) and module.out_features == 5
     assert module(torch.zeros(2, module.in_features)).shape == (2, 5)
 

@@ -16,15 +16,6 @@ ALLOW_VAE_CHANGE_HELP = ("Use the shape VAE even when its weights are no longer 
                          "latent flow was trained on (a warning instead of an error).")
 
 
-def _steps_applied(load, overrides: list[str], steps: int | None) -> dict:
-    """load(overrides) with `--steps` applied as train.steps (config.with_steps: a --set
-    train.steps that disagrees is an error)."""
-    from focusing.core.config import with_steps
-
-    cfg = load(overrides)
-    return cfg if steps is None else load(with_steps(overrides, steps, cfg["train"]["steps"]))
-
-
 def train_flow_command(
     stage: str = typer.Option(
         ..., "--stage", help="structure (structure VAE, then structure flow) or latent."),
@@ -49,33 +40,36 @@ def train_flow_command(
     """Train one stage of the image-to-3D flow on the latents of a trained shape VAE (on core's
     training engine; also runs under `torchrun`)."""
     from focusing.core.cli_support import raise_if_debugging
-    from focusing.core.config import ConfigError
+    from focusing.core.config import ConfigError, apply_steps, replace_setting
     from focusing.core.engine import CheckpointError, NonFiniteError
     from focusing.core.engine.runfolder import hold_run_folder
     from focusing.core.plugin_system import PluginError
     from focusing.core.plugin_system import get_registry
-    from focusing.flow.stages import load_flow_config, vae_run_config
-    from focusing.flow.train import FlowTrainer, last_loss, resume_config
+    from focusing.flow.config import resolve_flow_setup
+    from focusing.flow.stages import vae_run_setup
+    from focusing.flow.train import FlowTrainer, check_flow_setup, last_loss, resume_config
 
     stages = get_registry("flow_stage").names()
     if stage not in stages:
         fail(f"--stage must be one of {', '.join(stages)}, got {stage!r}")
     try:
+        # the typed, checked setup; --stage, --vae and --steps set its fields (config.apply_steps:
+        # a --set train.steps that disagrees is an error)
         if not resume:  # a wrong --vae, --steps or --set is said before --out is made
             if vae is None:
                 fail("--vae RUN is required (the shape VAE run folder)")
-            vae_run_config(vae)
-            cfg = _steps_applied(load_flow_config, list(overrides) + [f'stage="{stage}"'], steps)
+            vae_setup = vae_run_setup(vae)
+            setup = apply_steps(resolve_flow_setup(overrides), overrides, steps)
+            setup = replace_setting(replace_setting(setup, "stage", stage), "vae_run", str(vae))
+            check_flow_setup(setup, vae_setup)
         out = hold_run_folder(out, resume)  # one process per run folder, until the command ends
         if resume:
             if not (out / "config.json").exists():
                 fail(f"--resume: {out} holds no run")
-            cfg = _steps_applied(lambda given: resume_config(out, given), list(overrides), steps)
-            if cfg["stage"] != stage:
-                fail(f"--resume: {out} is a {cfg['stage']} run, not {stage}")
-        else:
-            cfg["vae_run"] = str(vae)
-        trainer = FlowTrainer(cfg, data, out, resume=resume, progress=not quiet,
+            setup = apply_steps(resume_config(out, overrides), overrides, steps)
+            if setup.stage != stage:
+                fail(f"--resume: {out} is a {setup.stage} run, not {stage}")
+        trainer = FlowTrainer(setup, data, out, resume=resume, progress=not quiet,
                               allow_changes=allow_changes)
     except (ConfigError, PluginError, FileNotFoundError, FileExistsError, ValueError,
             CheckpointError) as exc:
@@ -138,8 +132,8 @@ def generate_command(
         fail(str(exc))
     if len(result.mesh.faces) == 0:
         fail("the decoded surface is empty: the sampled latents hold no surface for the shape VAE "
-             "(after short training of the VAE or the latent flow); train longer, or try another "
-             "--seed")
+              "(after short training of the VAE or the latent flow); train longer, or try another "
+              "--seed")
     save_mesh(result.mesh, output)
     typer.echo(f"wrote {output}: {len(result.mesh.vertices)} vertices, "
                f"{len(result.mesh.faces)} faces, "

@@ -5,12 +5,17 @@ velocity, conditioned on the flow time (adaLN-zero) and the image tokens (cross-
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from focusing.flow.modules import (ModulatedBlock, TimestepEmbedder, sinusoidal_position_3d,
                                    zero_linear)
+
+if TYPE_CHECKING:
+    from focusing.flow.config import DiTConfig
 
 
 class StructureDiT(nn.Module):
@@ -29,6 +34,14 @@ class StructureDiT(nn.Module):
         self.blocks = nn.ModuleList(ModulatedBlock(width, context_dim, heads, mlp_ratio)
                                     for _ in range(depth))
         self.out_layer = zero_linear(width, in_channels)
+
+    @classmethod
+    def from_config(cls, table: DiTConfig, grid: int, in_channels: int,
+                    context_dim: int) -> StructureDiT:
+        """The structure DiT of a flow setup's [structure_flow] table on a G^3 latent grid of
+        in_channels, cross-attending to context_dim-wide image tokens."""
+        return cls(grid, in_channels, table.width, table.depth, table.heads, context_dim,
+                   table.mlp_ratio)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Predicted velocity of x at times t (in [0, 1]) given the context."""

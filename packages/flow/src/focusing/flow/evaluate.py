@@ -23,9 +23,9 @@ def evaluate_flow(structure_run: Path, latent_run: Path, data_dir: Path, steps: 
     from focusing.flow.views import held_out_views
 
     pipe = ImageTo3D(structure_run, latent_run, allow_vae_change)
-    dataset = ShapeDataset(data_dir, pipe.vae_cfg, progress=False)
+    dataset = ShapeDataset(data_dir, pipe.vae_setup, progress=False)
     r = pipe.latent.resolution
-    held_out = held_out_views(pipe.structure_cfg)
+    held_out = held_out_views(pipe.structure_setup.views)
     rows = []
     for path, rec in zip(dataset.files, dataset.records):
         gt = Mesh(rec.vertices.double().numpy(), rec.faces.numpy(), None)

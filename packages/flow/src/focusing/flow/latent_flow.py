@@ -11,6 +11,8 @@ shape sees another.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,6 +22,9 @@ from focusing.core.sparse.nn import SubMConv3d
 from focusing.core.sparse.tensor import SparseTensor
 from focusing.flow.modules import (ModulatedBlock, TimestepEmbedder, sinusoidal_position_3d,
                                    zero_linear)
+
+if TYPE_CHECKING:
+    from focusing.flow.config import LatentFlowConfig
 
 
 def batch_sorted(x: SparseTensor) -> SparseTensor:
@@ -86,6 +91,14 @@ class LatentFlowDiT(nn.Module):
                                     for _ in range(depth))
         self.res_up = EmbResBlock(width + io_channels, io_channels, width, backend)
         self.out_layer = zero_linear(io_channels, in_channels)
+
+    @classmethod
+    def from_config(cls, table: LatentFlowConfig, in_channels: int, context_dim: int,
+                    backend: str = "torch") -> LatentFlowDiT:
+        """The latent DiT of a flow setup's [latent_flow] table on in_channels-wide latents,
+        cross-attending to context_dim-wide image tokens, with the VAE's sparse backend."""
+        return cls(in_channels, table.io_channels, table.width, table.depth, table.heads,
+                   context_dim, table.mlp_ratio, backend)
 
     def forward(self, x: SparseTensor, t: torch.Tensor, context: torch.Tensor) -> SparseTensor:
         """Predicted velocity of x's feats at times t (in [0, 1], one per shape)."""

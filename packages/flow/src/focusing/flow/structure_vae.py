@@ -11,9 +11,14 @@ decoding keeps logits > 0.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from focusing.flow.config import StructureVAEConfig
 
 
 class ChannelLayerNorm3d(nn.LayerNorm):
@@ -83,6 +88,11 @@ class StructureVAE(nn.Module):
                 dec += [_Upsample(ch[i], ch[i - 1])]
         dec += [ChannelLayerNorm3d(ch[0]), nn.SiLU(), nn.Conv3d(ch[0], 1, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
+
+    @classmethod
+    def from_config(cls, table: StructureVAEConfig) -> StructureVAE:
+        """The structure VAE of a flow setup's [structure_vae] table."""
+        return cls(table.channels, table.latent_channels, table.blocks_per_level)
 
     def encode(self, occupancy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Occupancy [B,1,R,R,R] (0/1 float) -> latent mean, logvar [B,C,R/f,R/f,R/f]."""

@@ -16,6 +16,9 @@ torchrun. This module supplies only the steps:
 Every random draw of slot k of step s (its view, t, noise, dropped condition) comes from
 generators seeded by (seed, s, k), so `--resume` continues exactly and a torchrun process draws
 the same for a slot as a single process would.
+
+Everything here reads the typed flow setup (focusing.flow.config.FlowSetup); a stage plugin
+receives it, with the shape VAE's typed Setup, in build, check and train_step.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from focusing.core.config import ConfigError, EngineConfig, check_value, dumps, load_defaults
+from focusing.core.config import ConfigError, Setup, EngineConfig, dumps
 from focusing.core.engine import (
     Engine, StepOutput, StepResult, TrainStep, check_run_folder, load_weights, prepare,
     read_run_config,
@@ -42,9 +45,14 @@ from focusing.core.plugin_system import FlowStage, get_registry
 from focusing.core.sparse.tensor import SparseTensor, collate
 from focusing.core.data.dataset import ShapeDataset, default_cache_dir, shape_order
 from focusing.flow import rectified_flow as rf
+from focusing.flow.config import (
+    FlowSetup, FlowTrainConfig, flow_setup_from_run, is_flow_run_config, merge_flow_config,
+    normalise_flow_stored, plain,
+)
+from focusing.flow.encoders import encoder_class
 from focusing.flow.stages import (
-    VAE_IDENTITY_KEYS, LatentStage, StructureStage, build_stage, check_vae_identity, load_vae,
-    parameter_count,
+    VAE_IDENTITY_KEYS, LatentStage, StructureStage, build_stage, check_structure_grid,
+    check_vae_identity, load_vae, parameter_count,
 )
 from focusing.flow.structure_vae import iou, occupancy_grid, structure_vae_loss
 from focusing.flow.views import cached_views, view_settings
@@ -69,23 +77,19 @@ class FlowShape:
     latents: torch.Tensor | None = None
 
 
-def flow_train_config(train: dict) -> EngineConfig:
-    """The engine's EngineConfig of a flow [train] table (engine keys the table leaves out, such
-    as restart_at, take core's defaults); every value checked as core checks it."""
-    merged = {**load_defaults()["train"], **train}
-    values = {}
-    for f in dataclasses.fields(EngineConfig):
-        values[f.name] = check_value(f"train.{f.name}", merged[f.name], f.metadata["rule"])
-    return EngineConfig(**values)
+def flow_train_config(train: FlowTrainConfig, **changes) -> EngineConfig:
+    """The engine's EngineConfig of a flow [train] table with `changes` (engine keys the table
+    leaves out, such as restart_at, take core's defaults); every value checked as core checks it."""
+    return train.engine_config(**changes)
 
 
-def prepare_shapes(cfg: dict, vae, vae_cfg: dict, data_dir: Path, with_latents: bool,
+def prepare_shapes(setup: FlowSetup, vae, vae_setup: Setup, data_dir: Path, with_latents: bool,
                    progress: bool = False) -> list[FlowShape]:
     """The shapes of a folder (prepared by core's cached ShapeDataset), their cached views and,
     if asked, their latent means from the shape VAE."""
-    dataset = ShapeDataset(data_dir, vae_cfg, progress=progress)
-    r = int(vae_cfg["model"]["latent_resolution"])
-    settings = view_settings(cfg)
+    dataset = ShapeDataset(data_dir, vae_setup, progress=progress)
+    r = vae_setup.model.latent_resolution
+    settings = view_settings(setup.views)
     view_dir = default_cache_dir().parent / "views"
     shapes = []
     for path, rec in zip(dataset.files, dataset.records):
@@ -105,13 +109,13 @@ class _FlowStep(TrainStep):
     """What the flow steps share: the stage module, the batch of a step's slots and their
     seeded generators."""
 
-    def __init__(self, cfg: dict, shapes: list[FlowShape], stage: StructureStage | LatentStage,
-                 device: torch.device):
-        self.cfg = cfg
+    def __init__(self, setup: FlowSetup, shapes: list[FlowShape],
+                 stage: StructureStage | LatentStage, device: torch.device):
+        self.setup = setup
         self.shapes = shapes
         self.stage = stage
         self.device = device
-        self.seed, self.batch = int(cfg["train"]["seed"]), int(cfg["train"]["batch_size"])
+        self.seed, self.batch = setup.train.seed, setup.train.batch_size
 
     def draws(self, step: int,
               slots: list[int]) -> tuple[list[FlowShape], torch.Tensor, list[torch.Generator]]:
@@ -123,7 +127,7 @@ class _FlowStep(TrainStep):
             rng = np.random.default_rng([self.seed, step, slot, 7])
             shape = self.shapes[order[slot]]
             shapes.append(shape)
-            views.append(shape.views[int(rng.integers(int(self.cfg["views"]["count"])))])
+            views.append(shape.views[int(rng.integers(self.setup.views.count))])
             gens.append(torch.Generator().manual_seed(int(rng.integers(2**62))))
         return shapes, torch.stack(views).to(self.device), gens
 
@@ -133,11 +137,11 @@ class _FlowStep(TrainStep):
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Per slot: its condition (zeroed with probability flow.cond_drop), its t and noise of
         shape shapes_rows[i]; (tokens [B,T,C], t [B], [noise_i])."""
-        fl = self.cfg["flow"]
+        fl = self.setup.flow
         kept, times, noise = [], [], []
         for i, g in enumerate(gens):
-            kept.append(rf.drop_condition(tokens[i:i + 1], float(fl["cond_drop"]), g)[0])
-            times.append(rf.sample_t(1, g, float(fl["t_mean"]), float(fl["t_std"])))
+            kept.append(rf.drop_condition(tokens[i:i + 1], fl.cond_drop, g)[0])
+            times.append(rf.sample_t(1, g, fl.t_mean, fl.t_std))
             noise.append(torch.randn(shapes_rows[i], generator=g))
         return torch.cat(kept), torch.cat(times).to(self.device), noise
 
@@ -156,8 +160,8 @@ class StructureVAEStep(_FlowStep):
         """Occupancy reconstruction loss of the slots' shapes (generator of the first slot)."""
         shapes, _, gens = self.draws(step, slots)
         occ = torch.stack([s.occupancy for s in shapes]).to(self.device)
-        sv = self.cfg["structure_vae"]
-        loss, terms = structure_vae_loss(self.stage.svae, occ, float(sv["kl"]), sv["loss"], gens[0])
+        sv = self.setup.structure_vae
+        loss, terms = structure_vae_loss(self.stage.svae, occ, sv.kl, sv.loss, gens[0])
         return StepOutput(loss, terms={**terms, "total": float(loss.detach())})
 
     @torch.no_grad()
@@ -185,9 +189,9 @@ class StructureStep(_FlowStep):
 
     shape_keys = STRUCTURE_SHAPE_KEYS
 
-    def __init__(self, cfg: dict, shapes: list[FlowShape], stage: StructureStage,
+    def __init__(self, setup: FlowSetup, shapes: list[FlowShape], stage: StructureStage,
                  device: torch.device):
-        super().__init__(cfg, shapes, stage, device)
+        super().__init__(setup, shapes, stage, device)
         stage.svae.requires_grad_(False)
 
     @property
@@ -205,7 +209,7 @@ class StructureStep(_FlowStep):
         tokens, t, noise = self.flow_draws(self.stage.encode_images(images),
                                            [(1, *x0.shape[1:])] * len(shapes), gens)
         eps = torch.cat(noise).to(self.device)
-        sigma_min = float(self.cfg["flow"]["sigma_min"])
+        sigma_min = self.setup.flow.sigma_min
         x_t = rf.interpolate(x0, eps, t, sigma_min)
         loss = rf.flow_loss(self.stage.dit(x_t, t, tokens), x0, eps, sigma_min)
         return StepOutput(loss, terms={"flow": float(loss.detach()), "total": float(loss.detach())})
@@ -233,19 +237,21 @@ class LatentStep(_FlowStep):
         tokens, t, noise = self.flow_draws(self.stage.encode_images(images),
                                            [tuple(s.latents.shape) for s in shapes], gens)
         x0, eps = latents.feats, torch.cat(noise).to(self.device)  # collate keeps the slot order
-        sigma_min = float(self.cfg["flow"]["sigma_min"])
+        sigma_min = self.setup.flow.sigma_min
         x_t = rf.interpolate(x0, eps, rf.expand_per_row(t, latents.coords[:, 0]), sigma_min)
         v = self.stage.dit(latents.replace(x_t), t, tokens)
         loss = rf.packed_flow_loss(v.feats, x0, eps, latents.coords[:, 0], len(shapes), sigma_min)
         return StepOutput(loss, terms={"flow": float(loss.detach()), "total": float(loss.detach())})
 
 
-def structure_vae_config(cfg: dict) -> dict:
-    """The config of the structure VAE's own run: its table, and [train] with its steps and lr."""
-    sv = cfg["structure_vae"]
-    train = {**cfg["train"], "steps": int(sv["steps"]), "lr": float(sv["lr"])}
-    return {"stage": "structure_vae", "vae_run": cfg["vae_run"], "structure_vae": sv,
-            "train": train}
+def structure_vae_config(setup: FlowSetup) -> tuple[dict, EngineConfig]:
+    """The structure VAE's own run: the config its config.json keeps (its table, and [train]
+    with its steps and lr) and the engine's EngineConfig of that [train]."""
+    sv = setup.structure_vae
+    train = dataclasses.replace(setup.train, steps=sv.steps, lr=sv.lr)
+    config = {"stage": "structure_vae", "vae_run": setup.vae_run, "structure_vae": plain(sv),
+              "train": plain(train)}
+    return config, flow_train_config(train)
 
 
 def flow_stage(name: str) -> FlowStage:
@@ -256,6 +262,14 @@ def flow_stage(name: str) -> FlowStage:
     return registry.instance(name)
 
 
+def check_flow_setup(setup: FlowSetup, vae: Setup) -> None:
+    """What a flow run checks before it writes anything, beyond every key's rule (FlowSetup):
+    the stage is registered and accepts the setup on this shape VAE (FlowStage.check), and the
+    image encoder is available here with its parameters (weights file, extra packages)."""
+    flow_stage(setup.stage).check(setup, vae)
+    encoder_class(setup.encoder.name, setup.encoder.params)
+
+
 class StructureFlowStage(FlowStage):
     """Stage 1: where the latent voxels are. First the structure VAE's own engine run in
     RUN/structure_vae (skipped when complete, resumed when interrupted), then the structure
@@ -264,23 +278,27 @@ class StructureFlowStage(FlowStage):
     name = "structure"
     shape_keys = STRUCTURE_SHAPE_KEYS
 
-    def build(self, cfg: dict, vae_cfg: dict, encoder) -> StructureStage:
+    def build(self, setup: FlowSetup, vae: Setup, encoder) -> StructureStage:
         """The structure VAE, the structure DiT and the image encoder."""
-        return StructureStage(cfg, vae_cfg, encoder)
+        return StructureStage(setup, vae, encoder)
+
+    def check(self, setup: FlowSetup, vae: Setup) -> None:
+        """The structure VAE's factor divides the shape VAE's latent resolution."""
+        check_structure_grid(setup, vae)
 
     def before_steps(self, trainer: "FlowTrainer") -> None:
         """Train (or load) the structure VAE, then freeze it for the flow's steps."""
         sub_dir = trainer.run_dir / STRUCTURE_VAE_DIR
-        sub_cfg = structure_vae_config(trainer.cfg)
-        steps = int(sub_cfg["train"]["steps"])
+        sub_cfg, sub_train = structure_vae_config(trainer.setup)
+        steps = sub_train.steps
         if trainer.resume and (trainer.run_dir / "checkpoints").exists():
             return  # the flow has started: its checkpoint holds the trained structure VAE
-        step = StructureVAEStep(trainer.cfg, trainer.shapes, trainer.model, trainer.device)
+        step = StructureVAEStep(trainer.setup, trainer.shapes, trainer.model, trainer.device)
         if trainer.resume and (sub_dir / "checkpoints").exists() and latest_step(sub_dir) == steps:
             load_weights(sub_dir, trainer.model.svae, steps)
             trainer.structure_vae_iou = step.shape_iou()
             return
-        engine = Engine(step, flow_train_config(sub_cfg["train"]), sub_dir, sub_cfg,
+        engine = Engine(step, sub_train, sub_dir, sub_cfg,
                         resume=trainer.resume and (sub_dir / "checkpoints").exists(),
                         allow_changes=trainer.allow_changes, progress=trainer.progress,
                         dist_info=trainer.dist, name="structure VAE")
@@ -295,9 +313,9 @@ class StructureFlowStage(FlowStage):
         finally:
             engine.close()
 
-    def train_step(self, cfg: dict, shapes: list, module, device) -> StructureStep:
+    def train_step(self, setup: FlowSetup, shapes: list, module, device) -> StructureStep:
         """The structure flow's step."""
-        return StructureStep(cfg, shapes, module, device)
+        return StructureStep(setup, shapes, module, device)
 
     def summary(self, trainer: "FlowTrainer") -> dict:
         """The structure VAE's reconstruction IoU per shape and its mean."""
@@ -316,9 +334,9 @@ class LatentFlowStage(FlowStage):
     shape_keys = LATENT_SHAPE_KEYS
     needs_latents = True
 
-    def build(self, cfg: dict, vae_cfg: dict, encoder) -> LatentStage:
+    def build(self, setup: FlowSetup, vae: Setup, encoder) -> LatentStage:
         """The latent DiT, its statistics buffers and the image encoder."""
-        return LatentStage(cfg, vae_cfg, encoder)
+        return LatentStage(setup, vae, encoder)
 
     def before_steps(self, trainer: "FlowTrainer") -> None:
         """Measure the per-channel statistics of all shapes' latents and standardise them."""
@@ -330,9 +348,9 @@ class LatentFlowStage(FlowStage):
         for s in trainer.shapes:
             s.latents = model.normalize(s.latents.to(trainer.device)).cpu()
 
-    def train_step(self, cfg: dict, shapes: list, module, device) -> LatentStep:
+    def train_step(self, setup: FlowSetup, shapes: list, module, device) -> LatentStep:
         """The latent flow's step."""
-        return LatentStep(cfg, shapes, module, device)
+        return LatentStep(setup, shapes, module, device)
 
     def summary(self, trainer: "FlowTrainer") -> dict:
         """The latent statistics."""
@@ -343,24 +361,29 @@ class LatentFlowStage(FlowStage):
 class FlowTrainer:
     """A train-flow run: prepares the data, trains the stage on the shared engine."""
 
-    def __init__(self, cfg: dict, data_dir: Path, run_dir: Path, resume: bool = False,
+    def __init__(self, setup: FlowSetup, data_dir: Path, run_dir: Path, resume: bool = False,
                  progress: bool = True, allow_changes: bool = False, dist_info=None):
+        # the setup is checked (every key, the stage on this VAE, the encoder) before anything
+        # is written
+        setup = FlowSetup.from_dict(setup)
+        self.progress = progress
+        self.resume, self.allow_changes = resume, allow_changes
+        self.stage_plugin = flow_stage(setup.stage)
+        self.vae, vae_setup, identity = load_vae(Path(setup.vae_run))
+        if resume:  # a run keeps the VAE identity it started with (none: an older run)
+            if self.stage_plugin.needs_latents:  # latents of other weights would mix
+                check_vae_identity(Path(run_dir), setup, identity, remedy=(
+                    "start a new flow run on this VAE (another --out), or restore its weights"))
+            identity = {k: getattr(setup, k) for k in VAE_IDENTITY_KEYS}
+        setup = dataclasses.replace(setup, vae_run=str(Path(setup.vae_run).resolve()),
+                                    vae_config=vae_setup, **identity)
+        check_flow_setup(setup, vae_setup)
+        self.setup, self.stage = setup, setup.stage
         # one process per run folder, locked before anything is written (rank 0 writes)
         self.lock = claim_run_folder(run_dir, resume, flag=None) if writes_here() else None
         self.run_dir = self.lock.folder if self.lock is not None else Path(run_dir)
-        self.progress = progress
-        self.resume, self.allow_changes = resume, allow_changes
-        self.stage_plugin = flow_stage(cfg["stage"])
-        self.vae, vae_cfg, identity = load_vae(Path(cfg["vae_run"]))
-        if resume:  # a run keeps the VAE identity it started with (none: an older run)
-            if self.stage_plugin.needs_latents:  # latents of other weights would mix
-                check_vae_identity(self.run_dir, cfg, identity, remedy=(
-                    "start a new flow run on this VAE (another --out), or restore its weights"))
-            identity = {k: cfg[k] for k in VAE_IDENTITY_KEYS if k in cfg}
-        cfg = {**cfg, "vae_run": str(Path(cfg["vae_run"]).resolve()), "vae_config": vae_cfg,
-               **identity}
-        self.cfg, self.stage = cfg, cfg["stage"]
-        self.train = flow_train_config(cfg["train"])
+        self.train = flow_train_config(setup.train)
+        config = setup.to_dict()  # what config.json keeps
         # the run folder is checked before the (slow) data preparation
         flow_resume = resume and (self.run_dir / "checkpoints").exists()
         if resume and not (self.run_dir / "config.json").exists():
@@ -368,26 +391,26 @@ class FlowTrainer:
         if not resume and (self.run_dir / "config.json").exists():
             raise FileExistsError(f"run folder {self.run_dir} already holds a run; use --resume or "
                                   "another --out")
-        check_run_folder(self.run_dir, cfg, flow_resume, allow_changes,
-                         self.stage_plugin.shape_keys)
+        check_run_folder(self.run_dir, config, flow_resume, allow_changes,
+                         self.stage_plugin.shape_keys, normalise_flow_stored)
         # seeds torch: the same weights for the same seed
         self.dist = dist_info or prepare(self.train)
         if self.dist.is_main and not flow_resume:
             # written now (the engine rewrites it) so that a run stopped in the structure VAE's
             # phase can be resumed
-            write_text_atomic(self.run_dir / "config.json", dumps(cfg), make_parents=True)
+            write_text_atomic(self.run_dir / "config.json", dumps(config), make_parents=True)
         self.device = self.dist.device
-        self.model = build_stage(cfg, vae_cfg).to(self.device)
-        self.shapes = prepare_shapes(cfg, self.vae, vae_cfg, data_dir,
+        self.model = build_stage(setup, vae_setup).to(self.device)
+        self.shapes = prepare_shapes(setup, self.vae, vae_setup, data_dir,
                                      self.stage_plugin.needs_latents,
                                      progress and self.dist.is_main)
         self.vae_history: list[StepResult] = []
         self.stage_plugin.before_steps(self)
-        self.trainstep: TrainStep = self.stage_plugin.train_step(cfg, self.shapes, self.model,
+        self.trainstep: TrainStep = self.stage_plugin.train_step(setup, self.shapes, self.model,
                                                                  self.device)
-        self.engine = Engine(self.trainstep, self.train, self.run_dir, cfg, resume=flow_resume,
+        self.engine = Engine(self.trainstep, self.train, self.run_dir, config, resume=flow_resume,
                              allow_changes=allow_changes, progress=progress, dist_info=self.dist,
-                             name=f"flow {self.stage}")
+                             name=f"flow {self.stage}", normalise_config=normalise_flow_stored)
         if self.dist.is_main and not (self.run_dir / "summary.json").exists():
             self._write_summary()
 
@@ -413,14 +436,14 @@ class FlowTrainer:
             self.lock = None
 
 
-def resume_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """The stored config of a train-flow run with `key=value` overrides applied on top."""
-    from focusing.flow.stages import load_flow_config
-
+def resume_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> FlowSetup:
+    """The typed setup of a train-flow run's stored config.json (every key checked; a bad one is
+    a ConfigError naming the file) with `key=value` overrides applied on top."""
     stored = read_run_config(Path(run_dir))
-    if "stage" not in stored or "vae_config" not in stored:
+    if not is_flow_run_config(stored):
         raise ConfigError(f"{run_dir} is not a train-flow run folder")
-    return load_flow_config(overrides, base=stored)
+    base = flow_setup_from_run(stored, Path(run_dir) / "config.json")
+    return FlowSetup.from_dict(merge_flow_config(overrides, base=base.to_dict()))
 
 
 def last_loss(history: list[StepResult]) -> float:

@@ -16,11 +16,16 @@ import json
 import os
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from focusing.core.geometry.camera import Camera
+
+if TYPE_CHECKING:
+    from focusing.flow.config import ViewsConfig
 
 VIEWS_VERSION = 1
 
@@ -103,18 +108,18 @@ def load_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
-def held_out_views(cfg: dict) -> range:
-    """Indices of a flow run's views never trained on: views.count to count + held_out - 1."""
-    count = int(cfg["views"]["count"])
-    return range(count, count + int(cfg["views"]["held_out"]))
+def held_out_views(views: ViewsConfig) -> range:
+    """Indices of a flow run's views never trained on (its [views] table): views.count to
+    count + held_out - 1."""
+    return range(views.count, views.count + views.held_out)
 
 
-def view_settings(cfg: dict) -> dict:
-    """The settings a mesh's cached views depend on."""
-    v = cfg["views"]
+def view_settings(views: ViewsConfig) -> dict:
+    """The settings a mesh's cached views depend on (of a flow setup's [views] table), as the
+    plain dict view_camera, render_views and cached_views read (and the cache key hashes)."""
     return {"version": VIEWS_VERSION,
-            **{k: v[k] for k in ("count", "held_out", "render_size", "image_size", "fov_y_deg",
-                                 "radius", "seed")}}
+            **{k: getattr(views, k) for k in ("count", "held_out", "render_size", "image_size",
+                                              "fov_y_deg", "radius", "seed")}}
 
 
 def render_views(vertices: torch.Tensor, faces: torch.Tensor, settings: dict,

@@ -63,7 +63,7 @@ def _names(plugin):
     return field(metadata=_rule("names", plugin=plugin))
 
 
-def _ints(length, lo=1):
+def _ints(length, lo=1):  # length None: any non-empty list
     return field(metadata=_rule("ints", length=length, lo=lo))
 
 
@@ -95,7 +95,8 @@ def _accepts(r: dict) -> str:
         names = sorted(get_registry(r["plugin"]).names())
         return f"a list of {r['plugin']} names ({', '.join(names)})"
     word = {"int": "an integer", "float": "a finite number",
-            "ints": f"a list of {r['length']} integers",
+            "ints": (f"a list of {r['length']} integers" if r["length"] is not None
+                     else "a non-empty list of integers"),
             "floats": f"a list of {r['length']} finite numbers"}[kind]
     if r["pow2"]:
         word = "a power of two"
@@ -169,7 +170,8 @@ def check_value(key: str, value: Any, rule: dict) -> Any:
         return tuple(value)
     if kind in ("ints", "floats"):
         ok = _is_int if kind == "ints" else _is_number
-        if (not isinstance(value, list) or len(value) != rule["length"]
+        n = rule["length"]
+        if (not isinstance(value, list) or (len(value) != n if n is not None else not value)
                 or not all(ok(v) and _in_range(v, rule) for v in value)):
             fail()
         return tuple(value) if kind == "ints" else tuple(float(v) for v in value)
@@ -358,7 +360,7 @@ class Setup:
         """Check every key of a merged config dict; raise ConfigError on the first bad one."""
         if isinstance(config, Setup):
             return config
-        setup = _build(cls, config, "")
+        setup = _build(cls, config, "", MOVED_KEYS)
         for table in ("encoder", "decoder"):
             t = getattr(setup, table)
             if t.width % t.heads:
@@ -375,11 +377,11 @@ class Setup:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-def _build(cls, data: Any, path: str):
+def _build(cls, data: Any, path: str, moved: dict[str, str] | None = None):
     if not isinstance(data, dict):
         raise ConfigError(f"{path} = {data!r}: expected a table")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    missing = sorted(set(fields) - set(data))
+    missing = sorted(n for n in set(fields) - set(data) if "optional" not in fields[n].metadata)
     if missing:
         raise ConfigError(f"setting {path + '.' if path else ''}{missing[0]} is missing")
     extra = sorted(set(data) - set(fields))
@@ -387,14 +389,19 @@ def _build(cls, data: Any, path: str):
         valid = ", ".join(sorted(fields))
         where = f"{path}.{extra[0]}" if path else extra[0]
         raise ConfigError(f"unknown setting {path + '.' if path else ''}{extra[0]!r}"
-                          f"{_moved_hint(where, MOVED_KEYS)}; valid keys here: {valid}")
+                          f"{_moved_hint(where, moved)}; valid keys here: {valid}")
     values = {}
     for name, f in fields.items():
         where = f"{path}.{name}" if path else name
+        if name not in data:  # an optional field left out keeps its default
+            continue
         if "rule" in f.metadata:
             values[name] = check_value(where, data[name], f.metadata["rule"])
+        elif "optional" in f.metadata:
+            values[name] = f.metadata["optional"](data[name], where)
         else:
-            values[name] = _build(_TABLES[name], data[name], where)
+            values[name] = _build(f.metadata.get("table") or _TABLES[name], data[name], where,
+                                  moved)
     return cls(**values)
 
 
@@ -415,6 +422,61 @@ def setting_rules() -> dict[str, dict]:
         for g in dataclasses.fields(_TABLES[f.name]):
             out[f"{f.name}.{g.name}"] = g.metadata["rule"]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The same machinery for other packages' typed setups (focusing-flow's FlowSetup), and typed
+# replacement of one setting (what a command's shorthand flag such as --steps sets).
+
+
+def setting(kind: str, **rule) -> Any:
+    """A dataclass field of a setup table checked by a rule, as this module's own tables are.
+    kind: int, float, str, bool, names, ints, floats (length=None: any non-empty list), table
+    (of per-plugin tables) or kwargs; rule: lo, hi, lo_open, hi_open, choices, plugin, length,
+    pow2."""
+    return field(metadata=_rule(kind, **rule))
+
+
+def table_field(cls: type) -> Any:
+    """A dataclass field holding the nested table `cls` (a frozen dataclass of settings)."""
+    return field(default=None, metadata={"table": cls})
+
+
+def optional_field(build) -> Any:
+    """A dataclass field that a table may leave out (None then); given, build(value, key) makes
+    its value (raising ConfigError for a bad one)."""
+    return field(default=None, metadata={"optional": build})
+
+
+def build_table(cls: type, data: Any, path: str = "") -> Any:
+    """The frozen dataclass `cls` of a plain table (keys under `path`), every key checked: a
+    ConfigError names the first missing, unknown or bad key and what it accepts."""
+    return _build(cls, data, path)
+
+
+def replace_setting(config: Any, key: str, value: Any) -> Any:
+    """A copy of a typed setup (frozen dataclasses) with the dotted setting `key` set to `value`,
+    checked by that field's rule as a file's value is (ConfigError naming the key). Every table
+    on the way is remade by dataclasses.replace, so its own checks (__post_init__) run again."""
+    return _replace(config, key.split("."), value, "")
+
+
+def _replace(obj: Any, keys: list[str], value: Any, path: str) -> Any:
+    name = keys[0]
+    where = f"{path}.{name}" if path else name
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    f = fields.get(name)
+    if f is None:
+        valid = ", ".join(sorted(fields))
+        raise ConfigError(f"unknown setting {where!r}; valid keys here: {valid}")
+    if len(keys) == 1:
+        if "rule" not in f.metadata:
+            raise ConfigError(f"setting {where!r} is a table, not a value")
+        return dataclasses.replace(obj, **{name: check_value(where, value, f.metadata["rule"])})
+    inner = getattr(obj, name)
+    if not dataclasses.is_dataclass(inner):
+        raise ConfigError(f"setting {where!r} is not a table; {'.'.join(keys)} names no setting")
+    return dataclasses.replace(obj, **{name: _replace(inner, keys[1:], value, where)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,13 +651,28 @@ def names_train_steps(override: str) -> bool:
 def with_steps(overrides: list[str], steps: int | None, resolved_steps) -> list[str]:
     """The overrides with a command's `--steps N` applied as train.steps=N. resolved_steps: the
     train.steps the overrides alone give; a --set train.steps that disagrees with --steps is a
-    ConfigError, never silently replaced. Every training command takes --steps this way."""
+    ConfigError, never silently replaced. (The commands set the typed field: apply_steps.)"""
     if steps is None:
         return list(overrides)
+    _check_steps_agree(overrides, steps, resolved_steps)
+    return list(overrides) + [f"train.steps={steps}"]
+
+
+def _check_steps_agree(overrides: list[str], steps: int, resolved_steps) -> None:
     if any(names_train_steps(o) for o in overrides) and resolved_steps != steps:
         raise ConfigError(f"--steps {steps} and --set train.steps={resolved_steps} disagree; "
                           "give the number of steps once")
-    return list(overrides) + [f"train.steps={steps}"]
+
+
+def apply_steps(setup: Any, overrides: list[str], steps: int | None) -> Any:
+    """A typed setup (any with a train.steps: Setup, the flow's FlowSetup) with a command's
+    `--steps N` set as train.steps by replace_setting (checked by its rule). `overrides`: the
+    --set items the setup was resolved with; one naming train.steps that disagrees is a
+    ConfigError, never silently replaced. Every training command takes --steps this way."""
+    if steps is None:
+        return setup
+    _check_steps_agree(overrides, steps, setup.train.steps)
+    return replace_setting(setup, "train.steps", steps)
 
 
 def setup_from_run(stored: dict) -> Setup:

@@ -2,7 +2,8 @@
 
 Exit codes: 0 when every shape is ready, 1 when some failed (the summary counts them by
 reason; the manifest names each), 2 for a user error (a bad setup, a busy or foreign --out, a
-set prepared with other settings), 130 when interrupted (rerun the command to continue).
+set prepared with other settings, --ray without Ray or without a cluster to join), 130 when
+interrupted (rerun the command to continue).
 """
 
 from __future__ import annotations
@@ -39,12 +40,19 @@ def prepare_command(
     shard: Optional[str] = typer.Option(
         None, "--shard", help="RANK/WORLD: every WORLD-th mesh of the list from RANK on (one "
                               "cluster task's share; give each task its own --out)."),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", help="Build the shapes as Ray tasks (needs the extra focusing-core[ray]): "
+                            "'auto' joins this machine's cluster (ray start, RAY_ADDRESS), "
+                            "'local' starts one here, or a cluster's address. The meshes must "
+                            "be readable at the same paths on every node; this process writes "
+                            "DATASET. --workers is ignored."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Prepare meshes into a data set for `focusing train --data`: resumable, fault tolerant."""
     from focusing.core.cli_support import fail
     from focusing.core.config import ConfigError, resolve_setup
     from focusing.core.data.prepare import parse_shard, prepare_dataset, summary
+    from focusing.core.data.ray_jobs import RayUnavailable
     from focusing.core.data.records import CacheError
 
     try:
@@ -52,9 +60,9 @@ def prepare_command(
         result = prepare_dataset(
             data, out, config, workers=_cores() if workers is None else workers,
             retry_failed=retry_failed, limit=limit, shard=parse_shard(shard) if shard else None,
-            progress=not quiet)
+            progress=not quiet, ray=ray)
     except (ConfigError, CacheError, ValueError, FileNotFoundError, FileExistsError,
-            NotADirectoryError, PermissionError) as exc:
+            NotADirectoryError, PermissionError, RayUnavailable) as exc:
         fail(exc)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: the finished shapes are in {out}; run the same command again "

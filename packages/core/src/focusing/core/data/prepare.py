@@ -9,6 +9,8 @@ So a kill at any moment loses at most the shapes in flight: a rerun skips every 
 last manifest line says ok, whose file still has that content hash and whose record is whole
 with the same settings, and it builds the others again (failed ones only with retry_failed,
 or when their file changed). The DATASET folder is locked for the run (engine.lock).
+With --ray the shapes are built as Ray tasks instead (core.data.ray_jobs), and this process
+still writes every record and manifest line.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import re
 import time
 from collections import Counter, deque
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -28,12 +31,12 @@ from tqdm.auto import tqdm
 from focusing.core.config import Setup
 from focusing.core.data.prepared import (
     DATASET_FILE, FORMAT, MANIFEST_FILE, RECORDS_DIR, VERSION, ManifestWriter, PreparedError,
-    check_settings, file_sha256, read_info, read_manifest, read_metadata, record_file,
-    settings_hash, unique_names, write_info, write_record,
+    check_settings, file_sha256, read_info, read_manifest, read_metadata, record_bytes,
+    record_file, settings_hash, unique_names, write_info,
 )
 from focusing.core.engine.lock import LOCK_NAME, acquire
 from focusing.core.geometry.meshio import find_mesh_files
-from focusing.core.io import resolve_dotdot, temp_name_of
+from focusing.core.io import resolve_dotdot, temp_name_of, write_bytes_atomic
 from focusing.core.data.records import BUILD_STAGES, build_record, cache_settings
 
 
@@ -145,16 +148,34 @@ def run_job(job: Job) -> dict:
             return {**job.previous, "skipped": True}
     except OSError as exc:
         return _failed(job, exc)
+    return store(job, *build_job(job, sha256))
+
+
+def build_job(job: Job, sha256: str) -> tuple[dict, bytes | None]:
+    """Build one shape's record, writing nothing: its manifest entry and the bytes of its record
+    file (None when it failed). A bad mesh is a result, never the end of the run."""
     seconds: dict = {}
     try:
         record = build_record(Path(job.source), job.settings, seconds)
         record.name = job.name
-        size = write_record(record, Path(job.out) / job.record,
-                            {"settings_hash": job.settings_hash, "source_sha256": sha256,
-                             "source": job.source})
-    except Exception as exc:  # a bad mesh is a result, never the end of the run
-        return _failed(job, exc, seconds=_rounded(seconds), sha256=sha256)
-    return _entry(job, status="ok", bytes=size, seconds=_rounded(seconds), sha256=sha256)
+        data = record_bytes(record, {"settings_hash": job.settings_hash,
+                                     "source_sha256": sha256, "source": job.source})
+    except Exception as exc:
+        return _failed(job, exc, seconds=_rounded(seconds), sha256=sha256), None
+    return _entry(job, status="ok", bytes=len(data), seconds=_rounded(seconds),
+                  sha256=sha256), data
+
+
+def store(job: Job, entry: dict, data: bytes | None) -> dict:
+    """Write a built record into its place in DATASET atomically (temp file, fsync, rename):
+    `entry`, or the failure to write it (a full disk) as the shape's entry."""
+    if data is None:
+        return entry
+    try:
+        write_bytes_atomic(Path(job.out) / job.record, data, make_parents=True)
+    except OSError as exc:
+        return _failed(job, exc, seconds=entry.get("seconds", {}), sha256=entry.get("sha256"))
+    return entry
 
 
 def _rounded(seconds: dict) -> dict:
@@ -265,12 +286,28 @@ def _sha256_or_none(path: str) -> str | None:
         return None
 
 
+@contextmanager
+def _runner(ray: str | None, workers: int) -> Iterator[Callable[[list[Job]], Iterator[dict]]]:
+    """What runs the jobs: `workers` local processes, or Ray tasks (core.data.ray_jobs) on the
+    cluster `ray` names, joined for the block."""
+    if ray is None:
+        yield lambda jobs: run_jobs(jobs, workers)
+        return
+    from focusing.core.data.ray_jobs import ray_connection, run_jobs_ray
+
+    with ray_connection(ray):
+        yield run_jobs_ray
+
+
 def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, setup: Setup | dict,
                     workers: int = 0, retry_failed: bool = False, limit: int | None = None,
                     shard: tuple[int, int] | None = None, progress: bool = True,
-                    on_result: Callable[[dict], None] | None = None) -> PrepareResult:
+                    on_result: Callable[[dict], None] | None = None,
+                    ray: str | None = None) -> PrepareResult:
     """Prepare the meshes of `data` (a folder or a list file) into the set `out`; see the
-    module. shard (rank, world): every world-th mesh from rank; limit: the first N of those."""
+    module. shard (rank, world): every world-th mesh from rank; limit: the first N of those;
+    ray: build the shapes as Ray tasks (core.data.ray_jobs: `local`, `auto` or an address)
+    instead of in `workers` local processes."""
     setup = Setup.from_dict(setup)
     settings, start = cache_settings(setup), time.perf_counter()
     out = resolve_dotdot(out)
@@ -281,7 +318,8 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, setup: Setu
     sources = sources[:limit] if limit else sources
     if not sources:
         raise FileNotFoundError(f"no meshes to prepare in {data}")
-    with acquire(out, keep=False):
+    # Ray is joined (or found missing) before the set is locked and anything is written
+    with _runner(ray, workers) as run, acquire(out, keep=False):
         if (out / DATASET_FILE).exists():
             check_settings(read_info(out)["settings"], settings, out)
         _remove_leftovers(out)
@@ -292,8 +330,9 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, setup: Setu
         writer = ManifestWriter(out)
         bar = tqdm(total=len(jobs), desc="preparing", unit="shape", disable=not progress,
                    dynamic_ncols=True)
+        runner = run(jobs)
         try:
-            for entry in run_jobs(jobs, workers):
+            for entry in runner:
                 _count(entry, writer, result)
                 if on_result is not None:
                     on_result(entry)
@@ -301,6 +340,7 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, setup: Setu
                 bar.set_postfix(ok=result.built, skipped=result.skipped, failed=result.failed,
                                 refresh=False)
         finally:
+            runner.close()  # a stop mid-run: the work in flight is cancelled
             bar.close()
             writer.close()
         result.info = _info(settings, setup.name, out)

@@ -81,6 +81,13 @@ def record_file(source: str | os.PathLike) -> str:
 
 def write_record(record: ShapeRecord, path: str | os.PathLike, meta: dict[str, str]) -> int:
     """Write one shape record as a safetensors file, atomically; returns its size in bytes."""
+    data = record_bytes(record, meta)
+    write_bytes_atomic(path, data, make_parents=True)
+    return len(data)
+
+
+def record_bytes(record: ShapeRecord, meta: dict[str, str]) -> bytes:
+    """One shape record as the bytes of its safetensors file (what write_record writes)."""
     tensors = {k: getattr(record, k) for k in _TENSORS}
     tensors.update({f"active_{res}": act for res, act in record.active.items()})
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
@@ -88,9 +95,7 @@ def write_record(record: ShapeRecord, path: str | os.PathLike, meta: dict[str, s
     fields["center"] = np.asarray(record.center, dtype=np.float64).tolist()
     fields["scale"] = float(record.scale)
     metadata = {"format": FORMAT, "version": str(VERSION), "record": json.dumps(fields), **meta}
-    data = save_tensors(tensors, metadata)
-    write_bytes_atomic(path, data, make_parents=True)
-    return len(data)
+    return save_tensors(tensors, metadata)
 
 
 def _metadata(head: bytes) -> dict[str, str]:

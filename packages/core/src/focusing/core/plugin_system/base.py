@@ -222,11 +222,13 @@ class Upsampler(nn.Module, Plugin):
 class FlowStage(Plugin):
     """One trainable stage of the image-to-3D model (focusing-flow's `structure` and `latent`).
 
-    `focusing train-flow --stage NAME` looks the stage up by name, builds its module with
-    `build(cfg, vae_cfg, encoder)` (cfg: the flow config; vae_cfg: the shape VAE's config;
-    encoder: the image encoder plugin instance), runs `before_steps(trainer)` once (a sub-run
-    such as the structure VAE, or statistics of the data), then trains the TrainStep that
-    `train_step(cfg, shapes, module, device)` returns on core's engine. `shape_keys` are the
+    `focusing train-flow --stage NAME` looks the stage up by name, asks `check(setup, vae)`
+    before anything is written, builds its module with `build(setup, vae, encoder)` (setup: the
+    typed flow setup, focusing.flow.config.FlowSetup, with the stage's tables such as
+    setup.latent_flow; vae: the shape VAE's typed focusing.core.config.Setup; encoder: the image
+    encoder plugin instance), runs `before_steps(trainer)` once (a sub-run such as the structure
+    VAE, or statistics of the data), then trains the TrainStep that
+    `train_step(setup, shapes, module, device)` returns on core's engine. `shape_keys` are the
     config keys that fix the module's parameter shapes (a resume that changes one is refused);
     `needs_latents` asks the trainer to encode the shape VAE's latent means of every shape.
     A new stage is one subclass plus its registration in the `focusing_flow_stages` hook.
@@ -235,14 +237,18 @@ class FlowStage(Plugin):
     shape_keys: ClassVar[tuple[str, ...]] = ()
     needs_latents: ClassVar[bool] = False
 
-    def build(self, cfg: dict, vae_cfg: dict, encoder: Plugin) -> nn.Module:
+    def check(self, setup, vae) -> None:
+        """Refuse (ConfigError) a setup this stage cannot build on this shape VAE; called before
+        a run writes anything (every key's own rule is checked already)."""
+
+    def build(self, setup, vae, encoder: Plugin) -> nn.Module:
         """A fresh module of this stage (what its run's checkpoints hold)."""
         raise NotImplementedError
 
     def before_steps(self, trainer) -> None:
         """Work before the stage's own steps, with the trainer's data and module ready."""
 
-    def train_step(self, cfg: dict, shapes: list, module: nn.Module, device: torch.device):
+    def train_step(self, setup, shapes: list, module: nn.Module, device: torch.device):
         """The engine's TrainStep (focusing.core.engine.TrainStep) of this stage."""
         raise NotImplementedError
 

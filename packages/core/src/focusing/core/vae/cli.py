@@ -15,14 +15,12 @@ import typer
 
 
 def _resolve(setup: str, overrides: list[str], steps: int | None):
-    """The checked setup: every --set, train.steps included, is checked before --steps applies
-    (config.with_steps: a --set train.steps that --steps contradicts is an error)."""
-    from focusing.core.config import resolve_setup, with_steps
+    """The checked setup: every --set, train.steps included, is checked before --steps sets the
+    typed train.steps (config.apply_steps: a --set train.steps that --steps contradicts is an
+    error)."""
+    from focusing.core.config import apply_steps, resolve_setup
 
-    config = resolve_setup(setup, overrides)
-    if steps is None:
-        return config
-    return resolve_setup(setup, with_steps(overrides, steps, config.train.steps))
+    return apply_steps(resolve_setup(setup, overrides), overrides, steps)
 
 
 def _resume_command(setup: str, data: Path, out: Path, steps: int | None, overrides: list[str],

@@ -9,13 +9,16 @@ says what is missing.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from focusing.core.plugin_system.base import Plugin
+
+if TYPE_CHECKING:
+    from focusing.flow.config import ImageEncoderConfig
 
 
 class ImageEncoder(Plugin, nn.Module):
@@ -41,17 +44,29 @@ class ImageEncoder(Plugin, nn.Module):
                              align_corners=False, antialias=True)
 
 
-def build_encoder(name: str, params: dict | None = None) -> ImageEncoder:
-    """The registered encoder `name` built with `params`; raises with the reason if unavailable."""
+def encoder_class(name: str, params: dict | None = None) -> type[ImageEncoder]:
+    """The registered encoder class `name`, available here with `params`; raises with the reason
+    if unavailable (builds nothing)."""
     from focusing.core.plugin_system import UnavailablePluginError, get_registry
 
-    params = dict(params or {})
     cls = get_registry("image_encoder").get(name, require_available=False)
-    ok, why = cls.available(**params)
+    ok, why = cls.available(**dict(params or {}))
     if not ok:
         raise UnavailablePluginError(f"image_encoder {name!r} is not available here: {why}")
+    return cls
+
+
+def build_encoder(name: str, params: dict | None = None) -> ImageEncoder:
+    """The registered encoder `name` built with `params`; raises with the reason if unavailable."""
+    params = dict(params or {})
+    cls = encoder_class(name, params)
     encoder = cls(**params)
     if not cls.trainable:
         encoder.requires_grad_(False)
         encoder.eval()
     return encoder
+
+
+def build_image_encoder(table: ImageEncoderConfig) -> ImageEncoder:
+    """The encoder of a flow setup's [encoder] table (its name and keyword parameters)."""
+    return build_encoder(table.name, table.params)

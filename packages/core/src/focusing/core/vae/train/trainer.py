@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from focusing.core.config import Setup, normalise_stored
-from focusing.core.data.dataset import ShapeDataset, shape_order
+from focusing.core.data.dataset import ShapeDataset
 from focusing.core.data.records import ShapeRecord
+from focusing.core.data.streaming import StepRecords
 from focusing.core.engine import (
     Engine, StepOutput, StepResult, TrainStep, check_run_folder, prepare, set_reproducibility,
 )
@@ -154,7 +155,9 @@ class VAEStep(TrainStep):
         self.model = ShapeVAE(setup.to_dict()).to(device)
         self.threshold = setup.inference.occupancy_threshold  # until the first calibration
         self.train_seconds = 0.0  # set by the engine before evaluate()
-        self._tsdf_index: dict[str, CoordIndex] = {}
+        # the record of (step, slot): indexed in memory, or read ahead from a streamed set
+        self.records = StepRecords(data, setup.train.batch_size, setup.train.seed)
+        self._tsdf_index: dict[str, CoordIndex] = self.records.cache()
         self.renderer = get_registry("renderer").get(setup.backend.renderer)()
         self.latent_selectors = make_selectors(setup, "latent")
         self.output_selectors = make_selectors(setup, "output")
@@ -166,10 +169,8 @@ class VAEStep(TrainStep):
 
     def loss(self, step: int, slots: list[int]) -> StepOutput:
         """Loss of the shape at slot `slots[0]` of step's global batch (one slot per call)."""
-        order = shape_order(len(self.data), step, self.setup.train.batch_size,
-                            self.setup.train.seed)
         (slot,) = slots
-        total, res = self.shape_loss(self.data[order[slot]], step, slot)
+        total, res = self.shape_loss(self.records(step, slot), step, slot)
         return StepOutput(total, terms=res.terms, counts=res.counts, images=res.images,
                           extra={"mesh": res.mesh},
                           postfix={"kept": int(res.counts.get("latent_kept", 0))})
