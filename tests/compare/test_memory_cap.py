@@ -19,8 +19,8 @@ from focusing.core.geometry.mesh import load_mesh
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 from focusing.eval.compare import (
     CompareError, alphas_for, cap_settings, check_eval_resolution, choose_resolution, compare,
-    eval_output, load_budget, log, memory_cap_search, parse_specs, verdict_text,
-    with_resolution,
+    eval_output, load_budget, log, memory_cap_plan, memory_cap_search, parse_specs, plan_jobs,
+    verdict_text, with_resolution,
 )
 from focusing.eval.compare.memory_cap import probe_overrides
 from meshdata import mesh_file
@@ -189,10 +189,11 @@ def test_a_cap_without_minutes_is_refused_before_any_probe(tmp_path):
     with pytest.raises(CompareError, match="minutes"):
         compare(data, "triposf,focusing", str(path), tmp_path / "out", memory_cap_gb=1.0)
     assert not (tmp_path / "out" / "memory-cap").exists()
+    timed = _budget(tmp_path, replace=("steps = 120\n", "steps = 120\nminutes = 1.0\n"))
     with pytest.raises(CompareError, match="sets model.latent_resolution"):
-        memory_cap_search(parse_specs("focusing:model.latent_resolution=16"),
-                          _budget(tmp_path), cap_settings(_budget(tmp_path), 1.0, 8), [],
-                          tmp_path / "mc", log)
+        memory_cap_plan(timed, parse_specs("focusing:model.latent_resolution=16"), 1.0)
+    assert memory_cap_plan(timed, parse_specs("focusing", timed.overrides)) is None  # no cap
+    assert memory_cap_plan(timed, parse_specs("focusing", timed.overrides), 1.0).cap_gb == 1.0
 
 
 # ------------------------------------------------------------------------------ real probes
@@ -320,3 +321,50 @@ def test_compare_under_a_memory_cap_trains_each_setup_at_its_choice(tmp_path):
     md = (out / "report.md").read_text()
     assert "## Equal memory" in md and "output res trained / evaluated" in md
     assert "| `triposf` | 32 | 0.5 |" in md and "quality reconstructed at output 64^3" in md
+
+
+# ------------------------------------------------------------------------------ shipped budgets
+@pytest.mark.parametrize("name, latent, evaluated", [("large", 64, 256),
+                                                     ("large-finer", 32, 256)])
+def test_the_large_budgets_parse_and_plan(name, latent, evaluated, tmp_path):
+    """S1's two variants: focusing at output 256 directly, or at 128 evaluated at 256; one
+    training job each, 78 optimisation minutes (90 in all on 2 cores), no cap."""
+    budget = load_budget(name)
+    assert budget.name == name and 0 < budget.minutes <= 80 and budget.own_minutes == 0
+    specs = parse_specs("focusing", budget.overrides)
+    cfg = specs[0].config
+    assert cfg["model"]["latent_resolution"] == latent
+    assert cfg["model"]["points_per_shape"] == 8192 * (latent // 32) ** 2
+    assert cfg["loss"]["tsdf_steps"] == cfg["train"]["restart_at"] < budget.steps
+    assert memory_cap_plan(budget, specs) is None  # eval_resolution reachable, no cap
+    assert eval_output(4 * latent, budget.eval_resolution) == evaluated
+    jobs = plan_jobs(specs, budget, tmp_path / "out")
+    assert len(jobs) == 1 and not jobs[0].is_warmup and jobs[0].fork_from is None
+    over = jobs[0].child_job(budget, tmp_path / "data")["overrides"]
+    assert f"train.minutes={budget.minutes}" in over and f"model.latent_resolution={latent}" in over
+    # the same model widths in both variants: only the grid and what follows it differ
+    other = load_budget("large-finer" if name == "large" else "large")
+    ocfg = parse_specs("focusing", other.overrides)[0].config
+    for key in ("encoder", "decoder", "pointnet", "upsampler", "cameras"):
+        assert cfg[key] == ocfg[key], key
+
+
+def test_the_equal_memory_budget_plans_both_outputs(tmp_path):
+    budget = load_budget("equal-memory")
+    specs = parse_specs("triposf,focusing", budget.overrides)
+    settings = memory_cap_plan(budget, specs, 4.5)
+    assert settings.outputs == (128, 256) and settings.cap_mb == 4.5 * 1024
+    assert settings.alphas == (1.0, 0.5, 0.3, 0.1) and settings.peak == "training"
+    assert alphas_for(specs[0].config, settings.alphas) == [0.5, 0.3, 0.1]
+    for output, points, n_max in ((128, 8192, 128), (256, 32768, 256)):
+        for s in specs:
+            cfg = with_resolution(s, budget, {"latent": output // 4, "alpha": None},
+                                  settings).config
+            assert cfg["model"]["latent_resolution"] == output // 4
+            assert cfg["model"]["points_per_shape"] == points
+            assert cfg["selectors"]["params"]["zoom"]["n_max"] == n_max
+            assert cfg["train"]["restart_at"] == cfg["loss"]["tsdf_steps"]
+    # a cap needs equal wall time: the small budget gives steps alone
+    small = load_budget("small")
+    with pytest.raises(CompareError, match="steps alone"):
+        memory_cap_plan(small, parse_specs("triposf,focusing", small.overrides), 4.5)

@@ -22,7 +22,8 @@ from focusing.eval.compare.memory_cap import (
 )
 from focusing.eval.compare.pipeline import (
     Trained, TrainedRun, check_eval_resolution, compare, eval_output, evaluate_runs, log,
-    merge_warmup_history, minutes_after_warmup, own_time, prepare_out, train_jobs,
+    memory_cap_plan, merge_warmup_history, minutes_after_warmup, own_time, prepare_out,
+    train_jobs,
 )
 from focusing.eval.compare.probe import run_probe
 from focusing.eval.compare.plan import (
@@ -40,8 +41,8 @@ __all__ = [
     "TrainJob", "Trained", "TrainedRun", "alphas_for", "budget_path", "cap_settings",
     "check_eval_resolution", "child_main", "choose_resolution", "compare", "eval_output",
     "evaluate_runs", "flatten_overrides", "fork_from_warmup", "launch_child", "load_budget", "log",
-    "memory_cap_search", "merge_warmup_history", "minutes_after_warmup", "own_time", "parse_spec",
-    "parse_specs", "plan_jobs", "prepare_out", "run_child_job", "run_probe", "seed_folder",
-    "seed_values", "shared_warmup_steps", "split_specs", "train_jobs", "verdict_text",
-    "with_resolution",
+    "memory_cap_plan", "memory_cap_search", "merge_warmup_history", "minutes_after_warmup",
+    "own_time", "parse_spec", "parse_specs", "plan_jobs", "prepare_out", "run_child_job",
+    "run_probe", "seed_folder", "seed_values", "shared_warmup_steps", "split_specs", "train_jobs",
+    "verdict_text", "with_resolution",
 ]

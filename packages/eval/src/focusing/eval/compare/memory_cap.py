@@ -235,6 +235,7 @@ def setup_prober(spec: SetupSpec, budget: Budget, settings: CapSettings, data: P
                "child_max_rss_mb": res["child_max_rss_mb"],
                "warmup_step_peak_mb": max(peaks[:warm]) if warm else None,
                "own_step_peak_mb": max(peaks[warm:]),
+               "warmup_step_seconds": res["step_seconds"][:warm],
                "own_step_seconds": res["step_seconds"][warm:],
                "latents_decoded": [c.get("latent_kept") for c in res["step_counts"][warm:]],
                "cubes_decoded": [c.get("output_all") for c in res["step_counts"][warm:]],
@@ -247,15 +248,21 @@ def setup_prober(spec: SetupSpec, budget: Budget, settings: CapSettings, data: P
     return probe
 
 
-def memory_cap_search(specs: list[SetupSpec], budget: Budget, settings: CapSettings,
-                      train_files: list[Path], work: Path, log: Callable[[str], None]) -> dict:
-    """Probe every setup (each probe in a fresh process) and choose its resolution; returns the
-    report's `memory_cap` record: settings, probe mesh, per setup label its search."""
+def check_specs(specs: list[SetupSpec]) -> None:
+    """CompareError for a setup that fixes its own latent resolution: under a cap the search
+    chooses it."""
     for s in specs:
         if any(o.split("=", 1)[0].strip() == "model.latent_resolution" for o in s.overrides):
             raise CompareError(f"setup {s.label!r} sets model.latent_resolution; under a memory "
                                f"cap the search chooses it (give candidates in [memory_cap] "
                                f"outputs)")
+
+
+def memory_cap_search(specs: list[SetupSpec], budget: Budget, settings: CapSettings,
+                      train_files: list[Path], work: Path, log: Callable[[str], None]) -> dict:
+    """Probe every setup (each probe in a fresh process) and choose its resolution; returns the
+    report's `memory_cap` record: settings, probe mesh, per setup label its search."""
+    check_specs(specs)
     t0 = time.perf_counter()
     if work.exists():
         shutil.rmtree(work)

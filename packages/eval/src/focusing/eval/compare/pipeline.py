@@ -24,7 +24,7 @@ from pathlib import Path
 
 from focusing.eval.compare.budget import Budget, load_budget
 from focusing.eval.compare.memory_cap import (
-    cap_settings, memory_cap_search, with_resolution,
+    cap_settings, check_specs, memory_cap_search, with_resolution,
 )
 from focusing.eval.compare.plan import TrainJob, fork_from_warmup, plan_jobs
 from focusing.eval.compare.runner import ChildResult, launch_child
@@ -217,6 +217,31 @@ def check_eval_resolution(specs, eval_resolution: int, coarser_ok: bool = False)
                                f"{s.label!r}: {exc}") from None
 
 
+def memory_cap_plan(budget: Budget, specs, memory_cap_gb: float | None = None):
+    """The equal-memory search's settings (None: no cap), checked before anything runs: the cap
+    (memory_cap_gb, else the budget's), the budget's `minutes` (equal wall time for setups at
+    different resolutions), every candidate resolving, and eval_resolution reachable from it."""
+    cap_gb = budget.memory_cap_gb if memory_cap_gb is None else float(memory_cap_gb)
+    if not cap_gb:
+        check_eval_resolution(specs, budget.eval_resolution)
+        return None
+    check_specs(specs)
+    settings = cap_settings(budget, cap_gb, specs[0].config["model"]["latent_resolution"])
+    if budget.minutes <= 0:
+        raise CompareError(
+            f"a memory cap trains each setup at its own resolution for equal wall time, "
+            f"which the budget's `minutes` gives (optimisation minutes per setup, warm-up "
+            f"included); budget {budget.name} gives "
+            + ("own_minutes, which count from a warm-up that setups at different "
+               "resolutions cannot share" if budget.own_minutes else "steps alone"))
+    # every candidate resolves (a bad [memory_cap.config] key fails now, not after probes)
+    check_eval_resolution([with_resolution(s, budget, {"latent": o // 4, "alpha": None},
+                                           settings)
+                           for s in specs for o in settings.outputs], budget.eval_resolution,
+                          coarser_ok=True)
+    return settings
+
+
 def evaluate_runs(runs: dict[str, list[TrainedRun]], meshes: dict[str, tuple[str, Path]],
                   budget: Budget) -> dict[str, list[dict]]:
     """Reconstruct and evaluate every mesh with every run: label -> [mesh -> row per seed].
@@ -272,24 +297,7 @@ def compare(data: Path, setups: str, budget_name: str, out: Path, eval_dir: Path
     specs = parse_specs(setups, budget.overrides)
     if not Path(data).is_dir():
         raise CompareError(f"--data {data} is not a folder")
-    cap_gb = budget.memory_cap_gb if memory_cap_gb is None else float(memory_cap_gb)
-    settings = None
-    if cap_gb:
-        settings = cap_settings(budget, cap_gb, specs[0].config["model"]["latent_resolution"])
-        if budget.minutes <= 0:
-            raise CompareError(
-                f"a memory cap trains each setup at its own resolution for equal wall time, "
-                f"which the budget's `minutes` gives (optimisation minutes per setup, warm-up "
-                f"included); budget {budget.name} gives "
-                + ("own_minutes, which count from a warm-up that setups at different "
-                   "resolutions cannot share" if budget.own_minutes else "steps alone"))
-        # every candidate resolves (a bad [memory_cap.config] key fails now, not after probes)
-        check_eval_resolution([with_resolution(s, budget, {"latent": o // 4, "alpha": None},
-                                               settings)
-                               for s in specs for o in settings.outputs], budget.eval_resolution,
-                              coarser_ok=True)
-    else:
-        check_eval_resolution(specs, budget.eval_resolution)
+    settings = memory_cap_plan(budget, specs, memory_cap_gb)
     out = Path(out)
     jobs = plan_jobs(specs, budget, out, seeds)
     prepare_out(out, jobs, overwrite)
@@ -300,7 +308,7 @@ def compare(data: Path, setups: str, budget_name: str, out: Path, eval_dir: Path
         report_mod.write_json(out / "memory-cap.json", cap)
         fitting = [s for s in specs if cap["setups"][s.label]["chosen"] is not None]
         if not fitting:
-            raise CompareError(f"no setup fits under the {cap_gb:g} GB cap: "
+            raise CompareError(f"no setup fits under the {settings.cap_gb:g} GB cap: "
                                + "; ".join(f"{lb}: {r['verdict']}"
                                            for lb, r in cap["setups"].items())
                                + f" (probes in {out / 'memory-cap.json'})")
