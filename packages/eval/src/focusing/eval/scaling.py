@@ -50,7 +50,9 @@ def scaling_study(data: Path, setups: str, budget_name: str, out: Path, command:
     steps = int(sc.get("steps", 2))
     timeout = float(sc.get("timeout_s", 900))
     frac = float(sc.get("memory_fraction", 0.7))
-    base = flatten_overrides(sc.get("config", {})) + [
+    # loss.tsdf_steps=0 (unless [scaling.config] sets it): every measured step is the setup's
+    # own, rendered one; the render-free warm-up's crop is the same for every setup
+    base = ["loss.tsdf_steps=0"] + flatten_overrides(sc.get("config", {})) + [
         f"train.steps={steps}", "train.checkpoint_every=0", "train.image_every=0"]
     specs = parse_specs(setups, base)
     out = Path(out)
