@@ -12,7 +12,6 @@ skipped and the report says so.
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import shutil
 import time
 from pathlib import Path
@@ -21,50 +20,13 @@ import numpy as np
 
 from focusing.core.io import write_bytes_atomic
 
-from focusing.eval.compare import (
-    CompareError, flatten_overrides, launch_child, load_budget, log, parse_specs,
+from focusing.eval.compare import CompareError, flatten_overrides, load_budget, log, parse_specs
+from focusing.eval.compare.probe import (
+    loglog_fit, mem_available_mb, out_of_reach, predict, run_probe,
 )
 
 PAPER_CLAIM_GB = 50.0
 TARGET_OUTPUT = 1024
-
-
-def mem_available_mb() -> float:
-    """MemAvailable of /proc/meminfo in MiB (inf where unknown)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return math.inf
-
-
-def loglog_fit(x, y) -> dict | None:
-    """Least-squares fit y = c * x^k in log-log space: {'exponent': k, 'coefficient': c}."""
-    pts = [(a, b) for a, b in zip(x, y) if a and b and a > 0 and b > 0]
-    if len(pts) < 2:
-        return None
-    lx, ly = np.log(np.array(pts, dtype=float)).T
-    k, logc = np.polyfit(lx, ly, 1)
-    return {"exponent": float(k), "coefficient": float(math.exp(logc)), "points": len(pts)}
-
-
-def predict(fit: dict | None, x: float) -> float | None:
-    """c * x^k of a log-log fit (None without a fit)."""
-    return None if fit is None else fit["coefficient"] * x ** fit["exponent"]
-
-
-def _guess(points: list[dict], key: str, output: int, default_exponent: float) -> float | None:
-    """Predicted value of `key` at `output`: fit of the points so far, else cubic growth from
-    one."""
-    ok = [p for p in points if p.get(key)]
-    fit = loglog_fit([p["output"] for p in ok], [p[key] for p in ok])
-    if fit is not None:
-        return predict(fit, output)
-    if ok:
-        return ok[-1][key] * (output / ok[-1]["output"]) ** default_exponent
-    return None
 
 
 def _pick_mesh(data: Path, stem: str | None) -> Path:
@@ -88,7 +50,9 @@ def scaling_study(data: Path, setups: str, budget_name: str, out: Path, command:
     steps = int(sc.get("steps", 2))
     timeout = float(sc.get("timeout_s", 900))
     frac = float(sc.get("memory_fraction", 0.7))
-    base = flatten_overrides(sc.get("config", {})) + [
+    # loss.tsdf_steps=0 (unless [scaling.config] sets it): every measured step is the setup's
+    # own, rendered one; the render-free warm-up's crop is the same for every setup
+    base = ["loss.tsdf_steps=0"] + flatten_overrides(sc.get("config", {})) + [
         f"train.steps={steps}", "train.checkpoint_every=0", "evaluation.image_every=0"]
     specs = parse_specs(setups, base)
     out = Path(out)
@@ -109,20 +73,10 @@ def scaling_study(data: Path, setups: str, budget_name: str, out: Path, command:
         for r in latents + extra:
             output = 4 * r
             entry = {"latent": r, "output": output}
-            need_mb = None
             if points:
-                peak = _guess(points, "peak_memory_mb", output, 3.0)
-                before = _guess(points, "rss_before_training_mb", output, 3.0)
-                need_mb = (peak or 0) + (before or 0)
-                need_s = ((_guess(points, "time_per_step_s", output, 3.0) or 0) * steps
-                          + (_guess(points, "prep_s", output, 3.0) or 0))
-                entry["predicted_rss_mb"], entry["predicted_s"] = need_mb, need_s
-                avail = mem_available_mb()
-                if need_mb > frac * avail:
-                    stop = (f"skipped: predicted {need_mb / 1024:.1f} GiB > {frac:.0%} of the "
-                            f"{avail / 1024:.1f} GiB free")
-                elif need_s > timeout:
-                    stop = f"skipped: predicted {need_s:.0f} s > the {timeout:.0f} s limit"
+                reason, predicted = out_of_reach(points, output, steps, timeout, frac)
+                entry.update(predicted)
+                stop = reason or stop
             if stop:
                 entry["error"] = stop
                 points.append(entry)
@@ -130,27 +84,16 @@ def scaling_study(data: Path, setups: str, budget_name: str, out: Path, command:
                 stop = f"skipped: output {output}^3 was already out of reach"
                 continue
             log(f"[{s.label}] output {output}^3 (latent {r}^3): {steps} steps in a fresh process")
-            job = {"mode": "train", "setup": s.base,
-                   "overrides": base + [f"model.latent_resolution={r}"] + s.overrides,
-                   "data": str(work / "data"), "run_dir": str(work / "runs" / f"{s.slug}-{r}"),
-                   "history": str(work / "runs" / f"{s.slug}-{r}.history.json"), "progress": True,
-                   "threads": budget.threads}
-            (work / "runs").mkdir(exist_ok=True)
-            res = launch_child(job, work / "jobs" / f"{s.slug}-{r}.json", timeout_s=timeout)
-            if res.history is None:
-                entry["error"] = res.error
-                stop = f"skipped: output {output}^3 failed ({res.error})"
+            probe = run_probe(s.base, base + [f"model.latent_resolution={r}"] + s.overrides,
+                              work / "data", work, f"{s.slug}-{r}", budget.threads, timeout)
+            if "error" in probe:
+                entry["error"] = probe["error"]
+                stop = f"skipped: output {output}^3 failed ({probe['error']})"
                 points.append(entry)
-                log(f"    {s.label} @ {output}^3: {res.error}")
+                log(f"    {s.label} @ {output}^3: {probe['error']}")
                 continue
-            h = res.history
-            first = h["steps"][0]
-            entry.update(
-                peak_memory_mb=h["train_peak_mb"], rss_before_training_mb=h["rss_before_fit_mb"],
-                child_max_rss_mb=res.max_rss_mb,
-                time_per_step_s=min(x["seconds"] for x in h["steps"]),
-                step_seconds=[x["seconds"] for x in h["steps"]], prep_s=h["prep_s"],
-                wall_s=res.wall_s, **{k: first["counts"].get(k) for k in report_mod.COUNT_KEYS})
+            entry.update({k: v for k, v in probe.items()
+                          if k not in ("step_peaks_mb", "step_counts")})
             points.append(entry)
             log(f"    peak {entry['peak_memory_mb']:.0f} MiB above baseline, "
                 f"{entry['time_per_step_s']:.2f} s/step, decoded {entry['latent_kept']:.0f} of "
@@ -270,4 +213,4 @@ def scaling_markdown(rep: dict) -> str:
     return "\n".join(md)
 
 
-__all__ = ["scaling_study", "loglog_fit", "predict", "CompareError"]
+__all__ = ["scaling_study", "loglog_fit", "mem_available_mb", "predict", "CompareError"]

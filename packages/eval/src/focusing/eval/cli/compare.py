@@ -36,6 +36,12 @@ def compare_command(
         help="Train every setup this many times (train.seed B..B+K-1, one shared warm-up per "
              "seed); the report gives mean and spread over the seeds and calls a difference "
              "real only when the setups' min..max ranges do not overlap."),
+    memory_cap: float = typer.Option(
+        None, "--memory-cap", metavar="GB",
+        help="Equal memory: train each setup at the highest output resolution whose training "
+             "peak, measured by probe steps in a fresh process, fits under GB (far-plane setups "
+             "try smaller alphas first), for the budget's minutes; overrides the budget's "
+             "memory_cap_gb. Probes and choices go to report.json and report.md."),
 ) -> None:
     """Train setups under one budget (each in its own process), reconstruct, evaluate, report."""
     from focusing.core.cli_support import fail
@@ -56,7 +62,7 @@ def compare_command(
             rep = scaling_study(data, setups, budget, out, command=command)
         else:
             rep = compare(data, setups, budget, out, eval_dir=eval_dir, overwrite=overwrite,
-                          command=command, seeds=seeds)
+                          command=command, seeds=seeds, memory_cap_gb=memory_cap)
     except (CompareError, PluginError, FileNotFoundError) as exc:
         fail(exc)
     if as_json:

@@ -6,17 +6,26 @@ One concern per module, so that each can change without reading the others:
 - budget.py: budget files (steps, minutes, sizes, evaluation);
 - plan.py: the job list (seeds, folders, the shared warm-up each seed forks);
 - runner.py: the child process that trains one job and how its memory is measured;
+- probe.py: probe steps in a fresh process (peak memory, time), shared with `--scaling`;
+- memory_cap.py: the equal-memory mode (each setup's resolution under `--memory-cap`);
 - pipeline.py: the comparison itself (train, reconstruct, evaluate, report).
 `python -m focusing.eval.compare --child JOB.json` runs one job (__main__.py).
 """
 
 from focusing.eval.compare.budget import (
-    BUDGET_DIR, BUDGET_KEYS, SCALING_KEYS, Budget, budget_path, flatten_overrides, load_budget,
+    BUDGET_DIR, BUDGET_KEYS, MEMORY_CAP_KEYS, SCALING_KEYS, Budget, budget_path,
+    flatten_overrides, load_budget,
+)
+from focusing.eval.compare.memory_cap import (
+    CapSettings, alphas_for, cap_settings, choose_resolution, memory_cap_search, verdict_text,
+    with_resolution,
 )
 from focusing.eval.compare.pipeline import (
-    Trained, TrainedRun, compare, evaluate_runs, log, merge_warmup_history, minutes_after_warmup,
-    own_time, prepare_out, train_jobs,
+    Trained, TrainedRun, check_eval_resolution, compare, eval_output, evaluate_runs, log,
+    memory_cap_plan, merge_warmup_history, minutes_after_warmup, own_time, prepare_out,
+    train_jobs,
 )
+from focusing.eval.compare.probe import run_probe
 from focusing.eval.compare.plan import (
     WARMUP_DIR, WARMUP_FREE_KEYS, TrainJob, fork_from_warmup, plan_jobs, seed_folder,
     seed_values, shared_warmup_steps,
@@ -27,11 +36,13 @@ from focusing.eval.compare.spec import (
 )
 
 __all__ = [
-    "BUDGET_DIR", "BUDGET_KEYS", "SCALING_KEYS", "SHORTHANDS", "WARMUP_DIR", "WARMUP_FREE_KEYS",
-    "Budget", "ChildResult", "CompareError", "SetupSpec", "TrainJob", "Trained", "TrainedRun",
-    "budget_path", "child_main", "compare", "evaluate_runs", "flatten_overrides",
-    "fork_from_warmup", "launch_child", "load_budget", "log", "merge_warmup_history",
-    "minutes_after_warmup", "own_time", "parse_spec", "parse_specs", "plan_jobs", "prepare_out",
-    "run_child_job", "seed_folder", "seed_values", "shared_warmup_steps", "split_specs",
-    "train_jobs",
+    "BUDGET_DIR", "BUDGET_KEYS", "MEMORY_CAP_KEYS", "SCALING_KEYS", "SHORTHANDS", "WARMUP_DIR",
+    "WARMUP_FREE_KEYS", "Budget", "CapSettings", "ChildResult", "CompareError", "SetupSpec",
+    "TrainJob", "Trained", "TrainedRun", "alphas_for", "budget_path", "cap_settings",
+    "check_eval_resolution", "child_main", "choose_resolution", "compare", "eval_output",
+    "evaluate_runs", "flatten_overrides", "fork_from_warmup", "launch_child", "load_budget", "log",
+    "memory_cap_plan", "memory_cap_search", "merge_warmup_history", "minutes_after_warmup",
+    "own_time", "parse_spec", "parse_specs", "plan_jobs", "prepare_out", "run_child_job",
+    "run_probe", "seed_folder", "seed_values", "shared_warmup_steps", "split_specs", "train_jobs",
+    "verdict_text", "with_resolution",
 ]

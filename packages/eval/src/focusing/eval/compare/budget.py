@@ -4,15 +4,19 @@ and how it is evaluated, so that setups differ only in what their specs change.
 Tables: `[budget]` (BUDGET_KEYS; `own_minutes` gives each setup that many optimisation minutes
 of its own after the shared warm-up, i.e. equal wall time for the part where setups differ,
 and `one_warmup` makes every seed of `--seeds` fork from one warm-up, so that the spread
-measures the setups' own steps alone), `[config]` (overrides applied to every setup), `[scaling]`
-(the `--scaling` study's settings, SCALING_KEYS). Shipped budgets live in `eval/budgets/`.
+measures the setups' own steps alone; `eval_resolution` reconstructs every trained model at
+that output resolution for its quality figures instead of the trained one; `memory_cap_gb`
+turns on the equal-memory mode, as `--memory-cap` does), `[config]` (overrides applied to every
+setup), `[scaling]` (the `--scaling` study's settings, SCALING_KEYS), `[memory_cap]` (the
+equal-memory mode's search, MEMORY_CAP_KEYS; memory_cap.py). Shipped budgets live in
+`eval/budgets/`.
 """
 
 from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from focusing.eval.compare.spec import CompareError
@@ -20,10 +24,12 @@ from focusing.eval.compare.spec import CompareError
 BUDGET_DIR = Path(__file__).resolve().parent.parent / "budgets"
 BUDGET_KEYS = {
     "name", "description", "steps", "minutes", "meshes", "eval_points", "tau", "render_views",
-    "render_size", "threads", "own_minutes", "one_warmup",
+    "render_size", "threads", "own_minutes", "one_warmup", "eval_resolution", "memory_cap_gb",
 }
 SCALING_KEYS = {"latent_resolutions", "extra_latent_resolutions", "steps", "mesh", "timeout_s",
                 "memory_fraction", "config"}
+MEMORY_CAP_KEYS = {"outputs", "alphas", "probe_steps", "warmup_probe_steps", "mesh", "timeout_s",
+                   "memory_fraction", "peak", "config"}
 
 
 def _toml_literal(value) -> str:
@@ -69,6 +75,9 @@ class Budget:
     overrides: list[str]          # applied to every setup
     scaling: dict
     source: Path
+    eval_resolution: int = 0      # > 0: reconstruct at this output resolution to evaluate
+    memory_cap_gb: float = 0.0    # > 0: the equal-memory mode under this cap (memory_cap.py)
+    memory_cap: dict = field(default_factory=dict)  # its [memory_cap] table
 
     @property
     def schedule(self) -> list[str]:
@@ -106,14 +115,16 @@ def load_budget(name_or_file: str) -> Budget:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise CompareError(f"budget file {path}: {exc}") from None
-    unknown = set(data) - {"budget", "config", "scaling"}
+    unknown = set(data) - {"budget", "config", "scaling", "memory_cap"}
     if unknown:
         raise CompareError(f"budget file {path}: unknown tables {sorted(unknown)}; "
-                           f"valid: budget, config, scaling")
+                           f"valid: budget, config, scaling, memory_cap")
     b = data.get("budget", {})
     _check_keys(path, "budget", b, BUDGET_KEYS)
     sc = data.get("scaling", {})
     _check_keys(path, "scaling", sc, SCALING_KEYS)
+    cap = data.get("memory_cap", {})
+    _check_keys(path, "memory_cap", cap, MEMORY_CAP_KEYS)
     budget = Budget(
         name=str(b.get("name", path.stem)), description=str(b.get("description", "")),
         steps=int(b.get("steps", 20)), minutes=float(b.get("minutes", 0.0)),
@@ -122,11 +133,17 @@ def load_budget(name_or_file: str) -> Budget:
         render_size=int(b.get("render_size", 160)), threads=int(b.get("threads", 0)),
         own_minutes=float(b.get("own_minutes", 0.0)), one_warmup=bool(b.get("one_warmup", False)),
         overrides=flatten_overrides(data.get("config", {})), scaling=sc, source=path,
+        eval_resolution=int(b.get("eval_resolution", 0)),
+        memory_cap_gb=float(b.get("memory_cap_gb", 0.0)), memory_cap=cap,
     )
     if (budget.steps < 1 or budget.eval_points < 1 or budget.render_views < 0 or budget.tau <= 0
             or budget.minutes < 0 or budget.own_minutes < 0):
         raise CompareError(f"budget file {path}: steps and eval_points must be >= 1, "
                            f"render_views >= 0, tau > 0, minutes and own_minutes >= 0")
+    if budget.eval_resolution < 0 or budget.eval_resolution % 4 or budget.memory_cap_gb < 0:
+        raise CompareError(f"budget file {path}: eval_resolution must be 0 (the trained "
+                           f"resolution) or an output resolution (a multiple of 4), "
+                           f"memory_cap_gb >= 0")
     if budget.own_minutes > 0 and budget.minutes > 0:
         raise CompareError(f"budget file {path}: give minutes (the warm-up included) or "
                            f"own_minutes (after the shared warm-up), not both")

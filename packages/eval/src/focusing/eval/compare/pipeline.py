@@ -7,6 +7,11 @@ steps, seed), so the data order and the camera seeds are equal (the trainer draw
 trains every setup K times (plan.py says which seeds and folders) and the report gives each
 figure as mean and spread over the seeds. A budget's `minutes` stops each setup after that
 much optimisation (train.minutes), the shared warm-up included.
+
+Resolution: a budget's `eval_resolution` reconstructs every model at that output resolution for
+its quality figures (eval_output). Under a memory cap (`--memory-cap GB` or the budget's
+`memory_cap_gb`) each setup first gets the highest output resolution whose probed training peak
+fits under the cap (memory_cap.py), then trains there for the budget's `minutes`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from focusing.eval.compare.budget import Budget, load_budget
+from focusing.eval.compare.memory_cap import (
+    cap_settings, check_specs, memory_cap_search, with_resolution,
+)
 from focusing.eval.compare.plan import TrainJob, fork_from_warmup, plan_jobs
 from focusing.eval.compare.runner import ChildResult, launch_child
 from focusing.eval.compare.spec import CompareError, parse_specs
@@ -182,9 +190,62 @@ def merge_warmup_history(warm: dict, own: dict) -> dict:
     return merged
 
 
+def eval_output(trained_output: int, eval_resolution: int) -> int:
+    """The output resolution a model trained at `trained_output` is reconstructed at for its
+    quality figures: the budget's eval_resolution (0: the trained one), or the trained one where
+    that is finer (a model decodes at its own grid or a power-of-two multiple of it)."""
+    return max(int(trained_output), int(eval_resolution or 0))
+
+
+def check_eval_resolution(specs, eval_resolution: int, coarser_ok: bool = False) -> None:
+    """CompareError unless every setup can reconstruct at eval_resolution (0: nothing to check):
+    its trained output or a power-of-two multiple of it (reconstruct.output_to_latent_resolution).
+    coarser_ok (a memory cap, where setups train at different resolutions): a setup trained
+    finer than eval_resolution is evaluated at its own (eval_output)."""
+    from focusing.core.config import ConfigError, Setup
+    from focusing.core.vae.reconstruct import output_to_latent_resolution
+
+    for s in specs:
+        setup = Setup.from_dict(s.config)
+        trained = 4 * setup.model.latent_resolution
+        try:
+            output_to_latent_resolution(
+                setup, eval_output(trained, eval_resolution) if coarser_ok else
+                (eval_resolution or None))
+        except ConfigError as exc:
+            raise CompareError(f"the budget's eval_resolution {eval_resolution} for setup "
+                               f"{s.label!r}: {exc}") from None
+
+
+def memory_cap_plan(budget: Budget, specs, memory_cap_gb: float | None = None):
+    """The equal-memory search's settings (None: no cap), checked before anything runs: the cap
+    (memory_cap_gb, else the budget's), the budget's `minutes` (equal wall time for setups at
+    different resolutions), every candidate resolving, and eval_resolution reachable from it."""
+    cap_gb = budget.memory_cap_gb if memory_cap_gb is None else float(memory_cap_gb)
+    if not cap_gb:
+        check_eval_resolution(specs, budget.eval_resolution)
+        return None
+    check_specs(specs)
+    settings = cap_settings(budget, cap_gb, specs[0].config["model"]["latent_resolution"])
+    if budget.minutes <= 0:
+        raise CompareError(
+            f"a memory cap trains each setup at its own resolution for equal wall time, "
+            f"which the budget's `minutes` gives (optimisation minutes per setup, warm-up "
+            f"included); budget {budget.name} gives "
+            + ("own_minutes, which count from a warm-up that setups at different "
+               "resolutions cannot share" if budget.own_minutes else "steps alone"))
+    # every candidate resolves (a bad [memory_cap.config] key fails now, not after probes)
+    check_eval_resolution([with_resolution(s, budget, {"latent": o // 4, "alpha": None},
+                                           settings)
+                           for s in specs for o in settings.outputs], budget.eval_resolution,
+                          coarser_ok=True)
+    return settings
+
+
 def evaluate_runs(runs: dict[str, list[TrainedRun]], meshes: dict[str, tuple[str, Path]],
                   budget: Budget) -> dict[str, list[dict]]:
-    """Reconstruct and evaluate every mesh with every run: label -> [mesh -> row per seed]."""
+    """Reconstruct and evaluate every mesh with every run: label -> [mesh -> row per seed].
+    Each row records the output resolution it was reconstructed at (eval_output)."""
     from tqdm.auto import tqdm
 
     from focusing.core.metrics import evaluate
@@ -200,10 +261,14 @@ def evaluate_runs(runs: dict[str, list[TrainedRun]], meshes: dict[str, tuple[str
         split, src = meshes[name]
         dest = job.recon_dir / f"{name}.ply"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        row = {"split": split, "source": str(src), "reconstruction": None}
+        output = eval_output(4 * job.spec.config["model"]["latent_resolution"],
+                             budget.eval_resolution)
+        row = {"split": split, "source": str(src), "reconstruction": None,
+               "output_resolution": output}
         t0 = time.perf_counter()
         try:
-            info = reconstruct_file(job.run_dir, src, dest)
+            info = reconstruct_file(job.run_dir, src, dest,
+                                    resolution=output if budget.eval_resolution else None)
             row["reconstruct_s"] = time.perf_counter() - t0
             row.update(reconstruction=str(dest), faces=info["faces"], vertices=info["vertices"])
             t1 = time.perf_counter()
@@ -219,8 +284,10 @@ def evaluate_runs(runs: dict[str, list[TrainedRun]], meshes: dict[str, tuple[str
 
 
 def compare(data: Path, setups: str, budget_name: str, out: Path, eval_dir: Path | None = None,
-            overwrite: bool = False, command: str = "", seeds: int = 1) -> dict:
-    """The whole comparison at `seeds` seeds; returns the report dict (also out/report.json)."""
+            overwrite: bool = False, command: str = "", seeds: int = 1,
+            memory_cap_gb: float | None = None) -> dict:
+    """The whole comparison at `seeds` seeds; returns the report dict (also out/report.json).
+    memory_cap_gb (or the budget's memory_cap_gb): the equal-memory mode (memory_cap.py)."""
     from focusing.core.data.dataset import mesh_files
     from focusing.core.geometry.meshio import mesh_names
     from focusing.eval import report as report_mod
@@ -230,10 +297,24 @@ def compare(data: Path, setups: str, budget_name: str, out: Path, eval_dir: Path
     specs = parse_specs(setups, budget.overrides)
     if not Path(data).is_dir():
         raise CompareError(f"--data {data} is not a folder")
+    settings = memory_cap_plan(budget, specs, memory_cap_gb)
     out = Path(out)
     jobs = plan_jobs(specs, budget, out, seeds)
     prepare_out(out, jobs, overwrite)
     train_dir, train_files = _select_meshes(Path(data), budget.meshes, out / "data")
+    cap = None
+    if settings is not None:
+        cap = memory_cap_search(specs, budget, settings, train_files, out / "memory-cap", log)
+        report_mod.write_json(out / "memory-cap.json", cap)
+        fitting = [s for s in specs if cap["setups"][s.label]["chosen"] is not None]
+        if not fitting:
+            raise CompareError(f"no setup fits under the {settings.cap_gb:g} GB cap: "
+                               + "; ".join(f"{lb}: {r['verdict']}"
+                                           for lb, r in cap["setups"].items())
+                               + f" (probes in {out / 'memory-cap.json'})")
+        specs = [with_resolution(s, budget, cap["setups"][s.label]["chosen"], settings)
+                 for s in fitting]
+        jobs = plan_jobs(specs, budget, out, seeds)
     # named as the runs' records and quality.jsonl name them: stems, file names where they clash
     meshes = {name: ("train", f) for name, f in zip(mesh_names(train_files), train_files)}
     if eval_dir is not None:
@@ -252,7 +333,7 @@ def compare(data: Path, setups: str, budget_name: str, out: Path, eval_dir: Path
     rows = evaluate_runs(trained.runs, meshes, budget)
     log("writing the report (plots, normal renders)")
     rep = report_mod.build_report(specs, budget, trained, rows, meshes, out, command=command,
-                                  timings={"train_s": t_train})
+                                  timings={"train_s": t_train}, memory_cap=cap)
     rep["timings"]["total_s"] = time.perf_counter() - t_start
     report_mod.write_report(rep, out)
     log(f"wrote {out / 'report.md'} and {out / 'report.json'} "

@@ -45,18 +45,22 @@ def _setup_runs(spec, runs: list, rows: list[dict]) -> list[dict]:
 
 
 def build_report(specs, budget, trained, rows: dict, meshes: dict, out: Path,
-                 command: str = "", timings: dict | None = None) -> dict:
+                 command: str = "", timings: dict | None = None,
+                 memory_cap: dict | None = None) -> dict:
     """Collect every figure into one dict and draw the plots it references (under out/plots).
 
     trained: compare's Trained (per label, one TrainedRun per seed; per seed, its shared
-    warm-up); rows: label -> [mesh -> evaluation row, one dict per seed]."""
+    warm-up); rows: label -> [mesh -> evaluation row, one dict per seed]; memory_cap: the
+    equal-memory search (compare.memory_cap), kept as report.json's `memory_cap`."""
     setups = {}
     for s in specs:
         entry = summarize_setup(_setup_runs(s, trained.runs[s.label], rows.get(s.label, [])))
         cfg = s.config
+        output = 4 * cfg["model"]["latent_resolution"]
         entry.update(base=s.base, overrides=s.overrides,
-                     resolution={"latent": cfg["model"]["latent_resolution"],
-                                 "output": 4 * cfg["model"]["latent_resolution"]},
+                     # evaluated: the output grid its quality figures were reconstructed at
+                     resolution={"latent": cfg["model"]["latent_resolution"], "output": output,
+                                 "evaluated": max(output, budget.eval_resolution)},
                      selectors={"latent": cfg["selectors"]["latent"],
                                 "output": cfg["selectors"]["output"]},
                      upsampler=cfg["upsampler"]["name"])
@@ -70,7 +74,7 @@ def build_report(specs, budget, trained, rows: dict, meshes: dict, out: Path,
         "budget": {"name": budget.name, "description": budget.description,
                    "file": str(budget.source), "steps": budget.steps,
                    "overrides": budget.overrides, "eval_points": budget.eval_points,
-                   "tau": budget.tau},
+                   "tau": budget.tau, "eval_resolution": budget.eval_resolution},
         "model": {k: cfg0[k] for k in ("model", "encoder", "decoder", "pointnet")},
         "meshes": {name: {"split": split, "file": str(src)}
                    for name, (split, src) in meshes.items()},
@@ -79,7 +83,8 @@ def build_report(specs, budget, trained, rows: dict, meshes: dict, out: Path,
         "comparison": comparison(setups, specs[0].label),
         "plots": plots,
         "timings": dict(timings or {}),
-        "notes": NOTES,
+        "notes": NOTES + (MEMORY_CAP_NOTES if memory_cap else []),
+        **({"memory_cap": equal_memory(memory_cap, setups)} if memory_cap else {}),
     }
 
 
@@ -107,6 +112,65 @@ NOTES = [
     "independent resample of itself (the best any reconstruction can score at this sample "
     "count).",
 ]
+
+
+MEMORY_CAP_NOTES = [
+    "equal memory: each setup trained at the highest candidate output resolution whose "
+    "training peak, measured by probe steps in a fresh process (a render-free warm-up step, "
+    "then the setup's own steps, on the probe mesh), fits under the cap; a far-plane setup "
+    "that did not fit was probed at smaller alphas and kept the largest that fits. Nothing was "
+    "extrapolated: an output above the first that did not fit was not probed. Every setup then "
+    "trained for the budget's minutes, and every model is scored against the same ground truth "
+    "(the metrics sample the input meshes, so they do not depend on a model's grid).",
+]
+
+
+def _capped_in_training(run: dict, peak: str) -> float:
+    """One run's figure of the kind the cap was put on (compare.memory_cap.PEAKS)."""
+    if peak == "step":
+        return run["step_peak_memory_mb"]
+    if peak == "process":
+        return run["child_max_rss_mb"]
+    shared = run.get("shared_warmup") or {}
+    return max(run["process_peak_memory_mb"], shared.get("train_peak_mb") or 0.0)
+
+
+def equal_memory(cap: dict, setups: dict) -> dict:
+    """The memory-cap search with, per setup trained, its table row: the chosen resolution and
+    alpha, the probe's peak, the peak of its training steps, own steps, and quality."""
+    out = dict(cap)
+    rows = {}
+    for label, search in cap["setups"].items():
+        chosen, entry = search["chosen"], setups.get(label)
+        row = {"verdict": search["verdict"], "fits": chosen is not None,
+               "does_not_fit_at": search["does_not_fit_at"]}
+        if chosen is not None:
+            row.update(output=chosen["output"], alpha=chosen["alpha"],
+                       probe_peak_mb=chosen["peak_mb"])
+        if entry is not None:
+            runs = entry["runs"]
+            row.update(
+                evaluated_at=entry["resolution"]["evaluated"],
+                # the highest per-step peak of each seed's training, its warm-up included, and
+                # of each phase apart (a shared warm-up's steps are the same for every setup)
+                training_step_peak_mb=aggregate([r["step_peak_memory_mb"] for r in runs]),
+                own_step_peak_mb=(entry["own_steps"] or {}).get("peak_memory_mb",
+                                                                  aggregate([])),
+                warmup_step_peak_mb=(entry["warmup"] or {}).get("peak_memory_mb", aggregate([])),
+                steps=aggregate([r["steps"] for r in runs]),
+                own_steps=(entry["own_steps"] or {}).get("steps", aggregate([])),
+                quality={sp: {k: q[k] for k in ("fscore", "chamfer_l2", "normal_consistency",
+                                                "floor_fscore")}
+                         for sp, q in entry["quality"].items()})
+            # the capped figure as its training measured it (a forked setup: the larger of its
+            # own process and the shared warm-up's), against the cap the probe was held to
+            row["peak_in_training_mb"] = aggregate([_capped_in_training(r, cap["peak"])
+                                                    for r in runs])
+            top = row["peak_in_training_mb"]["max"]
+            row["training_within_cap"] = None if top is None else top <= cap["cap_gb"] * 1024.0
+        rows[label] = row
+    out["table"] = rows
+    return out
 
 
 def write_report(rep: dict, out: Path) -> None:

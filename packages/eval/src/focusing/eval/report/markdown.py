@@ -9,6 +9,8 @@ that only k of the K seeds reconstructed.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from focusing.eval.report.spread import MIN_SEEDS, SPREAD_RULE
 
 
@@ -97,6 +99,14 @@ def _machine_lines(rep: dict) -> list[str]:
     n_train = sum(1 for v in rep["meshes"].values() if v["split"] == "train")
     n_eval = sum(1 for v in rep["meshes"].values() if v["split"] == "eval")
     seeds = ", ".join(str(s) for s in first["seeds"])
+    if rep.get("memory_cap"):
+        size = "each setup at its own resolution under the memory cap (below)"
+    else:
+        size = f"latent {res['latent']}^3, output {res['output']}^3"
+    if b.get("eval_resolution"):
+        size += f"; quality reconstructed at output {b['eval_resolution']}^3"
+        if rep.get("memory_cap"):
+            size += " or the trained resolution where finer"
     return [f"- command: `{rep['command']}`" if rep["command"] else "",
             f"- date: {rep['date']}",
             f"- machine: {m['cpu']}, {m['cores']} cores, "
@@ -104,8 +114,8 @@ def _machine_lines(rep: dict) -> list[str]:
             f"{run0.get('torch_threads')} threads, {run0.get('device')})"
             + (f", load average at the end {m['load_average'][0]:.1f}"
                if m.get("load_average") else ""),
-            f"- budget: `{b['name']}` ({b['steps']} steps per setup; latent {res['latent']}^3, "
-            f"output {res['output']}^3" + (f"; {b['description']})" if b["description"] else ")"),
+            f"- budget: `{b['name']}` ({b['steps']} steps per setup; {size}"
+            + (f"; {b['description']})" if b["description"] else ")"),
             f"- seeds: {len(first['seeds'])} per setup (train.seed {seeds})",
             f"- meshes: {n_train} trained on" + (f", {n_eval} held out" if n_eval else ""),
             f"- total time: {_f(rep['timings'].get('total_s'), '{:.0f}')} s", ""]
@@ -201,10 +211,21 @@ def _spread_legend(n: int) -> str:
     return "One seed per setup: single figures, no spread (`--seeds 3` measures it)."
 
 
+def _resolution_varies(rep: dict) -> bool:
+    """True when quality figures come from other grids than one shared trained one."""
+    return bool(rep.get("memory_cap") or rep["budget"].get("eval_resolution"))
+
+
+def _res_cell(setup: dict) -> str:
+    res = setup.get("resolution", {})
+    return f"{res.get('output')} / {res.get('evaluated', res.get('output'))}"
+
+
 def _quality(rep: dict) -> list[str]:
     setups, b = rep["setups"], rep["budget"]
     labels = list(setups)
     n = rep["comparison"]["seeds"]
+    varies = _resolution_varies(rep)
     md = []
     for split, title in (("train", "Quality on the training meshes"),
                          ("eval", "Quality on held-out meshes")):
@@ -220,9 +241,11 @@ def _quality(rep: dict) -> list[str]:
                          _fs(q.get("chamfer_l2"), "{:.3e}", n),
                          _fs(q.get("floor_chamfer_l2"), "{:.3e}", n),
                          _fs(q.get("fscore"), "{:.3f}", n), _fs(q.get("floor_fscore"), "{:.3f}", n),
-                         _fs(q.get("normal_consistency"), "{:.3f}", n)])
+                         _fs(q.get("normal_consistency"), "{:.3f}", n)]
+                        + ([_res_cell(setups[lb])] if varies else []))
         md.append(_md_table(["setup", "reconstructed", "Chamfer L2", "(floor)", "F-score",
-                             "(floor)", "normal consistency"], rows))
+                             "(floor)", "normal consistency"]
+                            + (["output res trained / evaluated"] if varies else []), rows))
     md += ["", "## Per mesh", "", _spread_legend(n), ""]
     for key, title, fmt, floor in (("chamfer_l2", "Chamfer L2", "{:.3e}", "floor_chamfer_l2"),
                                    ("fscore", f"F-score at {b['tau']:g}", "{:.3f}",
@@ -263,11 +286,75 @@ def _over_time(rep: dict) -> list[str]:
     return md + ["", f"![F-score against training seconds]({rep['plots']['quality_time']})"]
 
 
+def _alpha(a) -> str:
+    return "-" if a is None else f"{a:g}"
+
+
+def _equal_memory(rep: dict) -> list[str]:
+    """The equal-memory table (one row per setup, trained or not) and every probe."""
+    cap = rep.get("memory_cap")
+    if not cap:
+        return []
+    n = rep["comparison"]["seeds"]
+    md = ["## Equal memory", "",
+          f"Cap {cap['cap_gb']:g} GB ({cap['cap_gb'] * 1024:.0f} MiB) on the {cap['peak']} peak, "
+          f"measured by probe steps in a fresh process ({cap['warmup_probe_steps']} render-free "
+          f"warm-up step(s), then {cap['probe_steps']} of the setup's own) on "
+          f"`{Path(cap['mesh']).name}`; candidate outputs "
+          f"{', '.join(str(o) for o in cap['outputs'])}; far-plane alphas "
+          f"{', '.join(f'{a:g}' for a in cap['alphas'])}. Each setup trains at the highest "
+          f"output that fits, for the budget's minutes. A probe is a few steps: the last column "
+          f"says whether the whole training stayed under the cap too. {_spread_legend(n)}", ""]
+    rows = []
+    for label, r in cap["table"].items():
+        if not r.get("fits"):
+            rows.append([f"`{label}`", "-", "-", f"{cap['cap_gb']:g}", "", "", "", "", "",
+                         "", f"not trained: {r['verdict']}", ""])
+            continue
+        q = r.get("quality", {})
+        rows.append([f"`{label}`", f"{r['output']}", _alpha(r["alpha"]), f"{cap['cap_gb']:g}",
+                     _f(r["probe_peak_mb"], "{:.0f}"),
+                     f"{_fs(r.get('own_step_peak_mb'), '{:.0f}', n, ranges=False)} / "
+                     f"{_fs(r.get('warmup_step_peak_mb'), '{:.0f}', n, ranges=False)}",
+                     _fs(r.get("steps"), "{:.0f}", n),
+                     _fs(q.get("train", {}).get("fscore"), "{:.3f}", n),
+                     _fs(q.get("eval", {}).get("fscore"), "{:.3f}", n) if "eval" in q else "",
+                     f"{r.get('evaluated_at')}", r["verdict"],
+                     _f(r.get("peak_in_training_mb", {}).get("max"), "{:.0f}")
+                     + {True: " (within)", False: " (**over the cap**)", None: ""}[
+                         r.get("training_within_cap")]])
+    md.append(_md_table(["setup", "output res", "alpha", "cap GB", "probe peak MiB",
+                         "training step peak MiB: own / warm-up", "steps", "F-score (train)",
+                         "F-score (held out)", "evaluated at", "search",
+                         f"{cap['peak']} peak in training MiB (highest seed)"], rows))
+    md += ["", f"Every probe, in MiB: the capped figure ({cap['peak']}), the training peak (the "
+           "whole fit: steps and the final threshold calibration), the highest per-step peak of "
+           "the warm-up and of the setup's own steps, and the process's max RSS:", ""]
+    probes = []
+    for label, r in cap["setups"].items():
+        for p in r["probes"]:
+            state = ("fits" if p["fits"] else
+                     "over" if p.get("peak_mb") is not None else "not measured")
+            probes.append([f"`{label}`", f"{p['output']}", _alpha(p["alpha"])]
+                          + [_f(p.get(k), "{:.0f}") for k in (
+                              "peak_mb", "training_peak_mb", "warmup_step_peak_mb",
+                              "own_step_peak_mb", "child_max_rss_mb")]
+                          + [state, p.get("error", "")])
+        for o in r["not_probed"]:
+            probes.append([f"`{label}`", f"{o}", "", "", "", "", "", "", "not probed",
+                           f"output {r['does_not_fit_at']} did not fit"])
+    md.append(_md_table(["setup", "output res", "alpha", "capped peak", "training peak",
+                         "warm-up step", "own step", "process max RSS", "under the cap",
+                         "note"], probes))
+    return md + [""]
+
+
 def render_markdown(rep: dict) -> str:
     """report.md: headline, at a glance, own-step cost, quality with spreads, plots."""
     labels = list(rep["setups"])
     md = [f"# focusing compare: {', '.join(labels)}", ""]
     md += _machine_lines(rep)
+    md += _equal_memory(rep)
     md += ["## Headline: differences beyond the spread", ""] + headline(rep)
     md += _glance(rep)
     md += _over_time(rep)
