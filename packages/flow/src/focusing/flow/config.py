@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from focusing.core.config import (
-    ConfigError, EngineConfig, Setup, build_table, check_value, load_defaults, merge_tables,
-    optional_field, parse_override, setting, setup_from_run, table_field,
+    ConfigError, EngineConfig, Setup, build_table, check_value, check_width_heads, load_defaults,
+    merge_tables, optional_field, parse_override, setting, setup_from_run, table_field,
 )
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
@@ -179,11 +179,7 @@ class FlowSetup:
 
     def __post_init__(self):
         """The checks across keys (also after replace_setting)."""
-        for name in ("structure_flow", "latent_flow"):
-            t = getattr(self, name)
-            if t.width % t.heads:
-                raise ConfigError(f"{name}.width = {t.width}: expected a multiple of "
-                                  f"{name}.heads ({t.heads})")
+        check_width_heads(self, ("structure_flow", "latent_flow"))
         start, end = self.sampler.cfg_interval
         if start > end:
             raise ConfigError(f"sampler.cfg_interval = {[start, end]!r}: expected [start, end] "

@@ -361,11 +361,7 @@ class Setup:
         if isinstance(config, Setup):
             return config
         setup = _build(cls, config, "", MOVED_KEYS)
-        for table in ("encoder", "decoder"):
-            t = getattr(setup, table)
-            if t.width % t.heads:
-                raise ConfigError(f"{table}.width = {t.width}: expected a multiple of "
-                                  f"{table}.heads ({t.heads})")
+        check_width_heads(setup, ("encoder", "decoder"))
         r0, r1 = setup.cameras.radius
         if r0 > r1:
             raise ConfigError(
@@ -375,6 +371,15 @@ class Setup:
     def to_dict(self) -> dict:
         """The plain dict of this setup (lists, not tuples): what config.json holds."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def check_width_heads(config: Any, tables: tuple[str, ...]) -> None:
+    """Raise ConfigError unless each transformer table's width is a multiple of its heads."""
+    for table in tables:
+        t = getattr(config, table)
+        if t.width % t.heads:
+            raise ConfigError(f"{table}.width = {t.width}: expected a multiple of "
+                              f"{table}.heads ({t.heads})")
 
 
 def _build(cls, data: Any, path: str, moved: dict[str, str] | None = None):
