@@ -364,7 +364,11 @@ def test_the_equal_memory_budget_plans_both_outputs(tmp_path):
             assert cfg["model"]["points_per_shape"] == points
             assert cfg["selectors"]["params"]["zoom"]["n_max"] == n_max
             assert cfg["train"]["restart_at"] == cfg["loss"]["tsdf_steps"]
-    # a cap needs equal wall time: the small budget gives steps alone
-    small = load_budget("small")
+    # a cap needs equal wall time: a budget of steps alone cannot give it, nor one of own
+    # minutes (the small budget: they count from a warm-up that other resolutions cannot share)
+    steps_only = _budget(tmp_path)
     with pytest.raises(CompareError, match="steps alone"):
+        memory_cap_plan(steps_only, parse_specs("triposf,focusing", steps_only.overrides), 4.5)
+    small = load_budget("small")
+    with pytest.raises(CompareError, match="cannot share"):
         memory_cap_plan(small, parse_specs("triposf,focusing", small.overrides), 4.5)
