@@ -91,6 +91,11 @@ def test_a_setup_over_two_seeds_against_a_hand_computation():
     assert q["fscore"]["std"] == pytest.approx(0.0707107, abs=1e-7)
     assert (q["fscore"]["min"], q["fscore"]["max"]) == (pytest.approx(0.6), pytest.approx(0.7))
     assert q["reconstructed"]["mean"] == 1.5 and q["meshes"] == 2
+    # over every mesh, the lost b counted as 0: seed 0 (0.9 + 0.5) / 2 = 0.7, seed 1
+    # (0.6 + 0) / 2 = 0.3; the mean over reconstructed meshes (0.65) hides that loss
+    assert q["fscore_all"]["mean"] == pytest.approx(0.5)
+    assert (q["fscore_all"]["min"], q["fscore_all"]["max"]) == (pytest.approx(0.3),
+                                                                pytest.approx(0.7))
 
 
 # ------------------------------------------------------------------------------ spread rule
@@ -114,6 +119,8 @@ def _setup(fscore, chamfer=None, seconds=None) -> dict:
                           "peak_memory_mb": aggregate([100.0] * k),
                           "latents_decoded_per_step": aggregate([10.0] * k)},
             "quality": {"train": {"fscore": aggregate(fscore),
+                                  # no mesh lost: the all-meshes F is the same figure
+                                  "fscore_all": aggregate(fscore),
                                   "chamfer_l2": aggregate(chamfer or [1e-4] * k),
                                   "normal_consistency": aggregate([0.9] * k)}}}
 
@@ -130,7 +137,7 @@ def test_the_headline_calls_a_difference_real_only_beyond_the_spread():
     assert f["exceeds_spread"] and f["better"] == "focusing"
     assert f["difference"] == pytest.approx(0.04) == c["fscore_difference"]
     assert "**focusing is better than triposf** in F-score on the training meshes" in text
-    assert "1 of 5 differences exceed the spread" in text
+    assert "2 of 6 differences exceed the spread" in text  # F over reconstructed and all
     # overlapping ranges: the same sign of difference, but no claim
     c, text = _headline(_setup([0.80, 0.83, 0.79]), _setup([0.82, 0.84, 0.81]))
     assert not any(v["exceeds_spread"] for v in c["verdicts"])

@@ -241,10 +241,11 @@ def _quality(rep: dict) -> list[str]:
                          _fs(q.get("chamfer_l2"), "{:.3e}", n),
                          _fs(q.get("floor_chamfer_l2"), "{:.3e}", n),
                          _fs(q.get("fscore"), "{:.3f}", n), _fs(q.get("floor_fscore"), "{:.3f}", n),
+                         _fs(q.get("fscore_all"), "{:.3f}", n),
                          _fs(q.get("normal_consistency"), "{:.3f}", n)]
                         + ([_res_cell(setups[lb])] if varies else []))
         md.append(_md_table(["setup", "reconstructed", "Chamfer L2", "(floor)", "F-score",
-                             "(floor)", "normal consistency"]
+                             "(floor)", "F-score, all meshes (lost = 0)", "normal consistency"]
                             + (["output res trained / evaluated"] if varies else []), rows))
     md += ["", "## Per mesh", "", _spread_legend(n), ""]
     for key, title, fmt, floor in (("chamfer_l2", "Chamfer L2", "{:.3e}", "floor_chamfer_l2"),
