@@ -196,6 +196,18 @@ def test_a_cap_without_minutes_is_refused_before_any_probe(tmp_path):
     assert memory_cap_plan(timed, parse_specs("focusing", timed.overrides), 1.0).cap_gb == 1.0
 
 
+
+def test_options_of_the_comparison_are_refused_with_scaling(tmp_path):
+    # --scaling probes one step per setup and output; a cap, seeds or held-out meshes given
+    # with it would be ignored, so they are refused before the output folder exists
+    for extra in (["--memory-cap", "4.5"], ["--seeds", "2"], ["--eval", str(tmp_path)]):
+        result = CliRunner().invoke(cli.get_app(), [
+            "compare", "--data", str(tmp_path), "--scaling", "--out", str(tmp_path / "out"),
+            *extra])
+        assert result.exit_code != 0
+        assert f"{extra[0]} applies to the comparison, not to --scaling" in result.output
+        assert not (tmp_path / "out").exists()
+
 # ------------------------------------------------------------------------------ real probes
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):

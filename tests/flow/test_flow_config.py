@@ -229,3 +229,21 @@ def test_an_older_run_config_reads_with_todays_defaults_for_keys_added_since(tmp
     setup = flow_setup_from_run(stored)
     assert (setup.vae_step, setup.vae_sha256, setup.train.ema) == (-1, "", 0.0)
     check_vae_identity(tmp_path, setup, {"vae_step": 5, "vae_sha256": "cd" * 32})
+
+
+def test_an_older_runs_vae_config_with_moved_keys_resumes_without_changes(tmp_path):
+    """A flow run written before train.eval_meshes and train.workers moved (to evaluation.* and
+    resources.*) holds them in its vae_config; resuming compares it with today's keys moved,
+    so it finds no change and needs no --allow-changes."""
+    from focusing.core.engine.runfolder import config_changes
+    from focusing.flow.config import normalise_flow_stored
+
+    run = tmp_path / "run"
+    setup, _ = _saved_latent_run(run)
+    stored = json.loads((run / "config.json").read_text())
+    old_vae = stored["vae_config"]
+    old_vae["train"]["eval_meshes"] = old_vae["evaluation"].pop("meshes")
+    old_vae["train"]["workers"] = old_vae["resources"].pop("workers")
+    assert config_changes(stored, setup.to_dict())  # as stored, the keys differ
+    assert config_changes(normalise_flow_stored(stored), setup.to_dict()) == {}
+    assert flow_setup_from_run(stored) == setup

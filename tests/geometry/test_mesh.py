@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from focusing.core.cli_support import check_output_path
+from focusing.core.io import check_output_path
 from focusing.core.geometry import meshio as mesh_mod
 from focusing.core.geometry.mesh import Mesh, apply_normalization, normalize_mesh
 from focusing.core.geometry.meshio import find_mesh_files, load_mesh, save_mesh

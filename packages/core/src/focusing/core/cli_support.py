@@ -1,23 +1,21 @@
-"""What every `focusing` command shares: the --debug switch, the one-line error exit, and the
-checks of an output path made before any work.
+"""What every `focusing` command shares: the --debug switch and the one-line error exit.
 
 A command ends a user error as one `error: ...` line on stderr and exit code 2, a fault of the
 machine (a full disk, a run that lost its numbers) with exit code 1 (`fail`). The command's own
 `--debug`, `focusing --debug` or FOCUSING_DEBUG=1 shows the traceback instead, for a bug report
-(`raise_if_debugging`). Light to import: the mesh formats are read inside check_mesh_output.
+(`raise_if_debugging`). The checks of an output path made before any work are library code,
+used by the commands and by reconstruct_file and fit_mesh alike: `focusing.core.io.
+check_output_path` and `focusing.core.geometry.meshio.check_mesh_output`.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import NoReturn
 
 import typer
 
 __all__ = [
-    "check_mesh_output",
-    "check_output_path",
     "debugging",
     "fail",
     "raise_if_debugging",
@@ -50,40 +48,3 @@ def raise_if_debugging(exc: BaseException, debug: bool = False) -> None:
     --debug` or FOCUSING_DEBUG=1 asks for it; else return (the caller then fails)."""
     if debug or debugging():
         raise exc
-
-
-def check_output_path(path: str | os.PathLike, option: str = "--out") -> Path:
-    """The path, or a ValueError saying why a file cannot be written there (folder missing or
-    not writable, a parent is a file, the path is a folder)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{option} {str(path)!r} is a folder; give a file name")
-    parent = path.parent if str(path.parent) else Path(".")
-    for p in [parent, *parent.parents]:
-        if p.exists() and not p.is_dir():
-            raise ValueError(f"{option} {str(path)!r}: {str(p)!r} is a file, not a folder")
-        if p.is_dir():
-            break
-    if not parent.is_dir():
-        raise ValueError(f"{option} {str(path)!r}: folder {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {str(path)!r}: folder {str(parent)!r} is not writable")
-    return path
-
-
-def check_mesh_output(path: str | os.PathLike, option: str = "-o") -> Path:
-    """The path of a mesh to be written, checked before any work: a supported extension and a
-    writable folder (check_output_path); MeshError (a ValueError) saying what is wrong."""
-    from focusing.core.geometry.meshio import SUPPORTED_FORMATS
-    from focusing.core.geometry.validation import MeshError
-
-    try:
-        path = check_output_path(path, option)
-    except ValueError as exc:
-        raise MeshError(str(exc)) from None
-    ext = path.suffix.lower()
-    if ext not in SUPPORTED_FORMATS:
-        raise MeshError(f"{option} {str(path)!r}: unknown mesh format "
-                        f"{ext or '(no extension)'!r}; supported: "
-                        f"{', '.join(sorted(SUPPORTED_FORMATS))}")
-    return path

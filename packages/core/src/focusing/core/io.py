@@ -5,6 +5,8 @@ one. Files get the usual umask-based mode (mkstemp alone would make them private
 files are named `.<name>.<random>.tmp`, a pattern that `temp_name_of` recognises, so that a
 cleanup removes the program's own leftovers and never a user's `*.tmp` file.
 
+check_output_path says, before any work, why a file could not be written at a path.
+
 resolve_dotdot: `mkdir -p a/missing/../run` makes a stray `a/missing`; an output path with a
 `..` segment is therefore resolved before any folder of it is made.
 """
@@ -68,3 +70,22 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, make_parents: bool 
 def write_text_atomic(path: str | os.PathLike, text: str, make_parents: bool = False) -> Path:
     """Write UTF-8 `text` to `path` atomically; returns the path."""
     return write_bytes_atomic(path, text.encode("utf-8"), make_parents)
+
+
+def check_output_path(path: str | os.PathLike, option: str = "--out") -> Path:
+    """The path, or a ValueError saying why a file cannot be written there (folder missing or
+    not writable, a parent is a file, the path is a folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {str(path)!r} is a folder; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    for p in [parent, *parent.parents]:
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"{option} {str(path)!r}: {str(p)!r} is a file, not a folder")
+        if p.is_dir():
+            break
+    if not parent.is_dir():
+        raise ValueError(f"{option} {str(path)!r}: folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {str(path)!r}: folder {str(parent)!r} is not writable")
+    return path

@@ -215,7 +215,7 @@ def fit_mesh(
     cfg.check()
     raw = source if isinstance(source, Mesh) else load_mesh(source, normalize=False)
     if out is not None:  # format and folder checked before any work
-        from focusing.core.cli_support import check_mesh_output
+        from focusing.core.geometry.meshio import check_mesh_output
 
         out = check_mesh_output(out, "--out")
     r = int(cfg.resolution)

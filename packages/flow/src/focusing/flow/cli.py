@@ -114,7 +114,7 @@ def generate_command(
     allow_vae_change: bool = typer.Option(False, "--allow-vae-change", help=ALLOW_VAE_CHANGE_HELP),
 ) -> None:
     """Generate a mesh from one image (or from a render of --mesh) with the two flow stages."""
-    from focusing.core.cli_support import check_mesh_output
+    from focusing.core.geometry.meshio import check_mesh_output
     from focusing.core.geometry.meshio import save_mesh
     from focusing.core.geometry.validation import MeshError
     from focusing.flow.generate import ImageTo3D
@@ -160,7 +160,7 @@ def eval_flow_command(
 ) -> None:
     """Structure IoU, Chamfer and F@0.005/0.01 against the source mesh, and seconds per shape,
     from the held-out views (indices views.count ..) of every mesh in --data."""
-    from focusing.core.cli_support import check_output_path
+    from focusing.core.io import check_output_path
     from focusing.core.io import write_text_atomic
     from focusing.flow.evaluate import evaluate_flow, format_table
 

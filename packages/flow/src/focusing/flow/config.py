@@ -278,11 +278,14 @@ def resolve_flow_setup(overrides: list[str] | tuple[str, ...] = (),
 
 def normalise_flow_stored(stored: dict) -> dict:
     """A flow run's stored config brought to today's keys: keys added since it was written take
-    their defaults (vae_config, the VAE's setup, kept as it is); an unknown key is an error."""
+    their defaults, and vae_config, the VAE's setup, is brought to today's VAE keys as its own
+    run's would be (setup_from_run: moved keys moved), written as to_dict writes it; so a resume
+    compares like with like. An unknown key is an error."""
     rest = {k: v for k, v in stored.items() if k != "vae_config"}
     out = _merge(load_flow_defaults(), rest)
     if "vae_config" in stored:
-        out["vae_config"] = copy.deepcopy(stored["vae_config"])
+        vae = _vae_setup(copy.deepcopy(stored["vae_config"]), "vae_config")
+        out["vae_config"] = json.loads(json.dumps(dataclasses.asdict(vae)))
     return out
 
 

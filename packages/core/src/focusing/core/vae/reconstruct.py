@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from focusing.core.cli_support import check_mesh_output
+from focusing.core.geometry.meshio import check_mesh_output
 from focusing.core.config import ConfigError, Setup, setup_from_run
 from focusing.core.engine.checkpoint import load_weights
 from focusing.core.engine.runfolder import read_run_config

@@ -51,14 +51,19 @@ def compare_command(
     command = "focusing compare " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if len(sys.argv) > 1 and sys.argv[1] == "compare" else ""
     try:
+        if scaling:  # checked before the output folder is locked (created)
+            ignored = [opt for opt, given in (("--seeds", seeds != 1),
+                                              ("--memory-cap", memory_cap is not None),
+                                              ("--eval", eval_dir is not None)) if given]
+            if ignored:
+                raise CompareError(f"{', '.join(ignored)} applies to the comparison, not to "
+                                   "--scaling (which probes one step per setup and resolution)")
         from focusing.core.engine.lock import hold_for_command
 
         out = hold_for_command(out)  # one process per output folder, until the command ends
         if scaling:
             from focusing.eval.scaling import scaling_study
 
-            if seeds != 1:
-                raise CompareError("--seeds applies to the comparison, not to --scaling")
             rep = scaling_study(data, setups, budget, out, command=command)
         else:
             rep = compare(data, setups, budget, out, eval_dir=eval_dir, overwrite=overwrite,

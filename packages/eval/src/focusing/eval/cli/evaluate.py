@@ -165,7 +165,8 @@ def eval_command(
     """Chamfer (L2, L1), F-score, normal consistency of PRED against GT, and the sampling floor."""
     import os
 
-    from focusing.core.cli_support import check_output_path, raise_if_debugging
+    from focusing.core.cli_support import raise_if_debugging
+    from focusing.core.io import check_output_path
     from focusing.core.geometry.validation import MeshError
     from focusing.core.metrics import METRIC_KEYS, evaluate
 

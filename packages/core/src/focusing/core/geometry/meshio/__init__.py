@@ -23,10 +23,11 @@ from focusing.core.geometry.meshio.obj import parse_obj
 from focusing.core.geometry.meshio.off import parse_off
 from focusing.core.geometry.meshio.trimesh_formats import load_trimesh
 from focusing.core.geometry.validation import MeshError, validate_mesh
-from focusing.core.io import write_bytes_atomic
+from focusing.core.io import check_output_path, write_bytes_atomic
 
 __all__ = [
     "SUPPORTED_FORMATS",
+    "check_mesh_output",
     "find_mesh_files",
     "load_mesh",
     "mesh_names",
@@ -153,4 +154,19 @@ def save_mesh(mesh: Mesh, path: str | os.PathLike) -> Path:
     if not folder.is_dir():
         raise MeshError(f"mesh {str(path)!r}: folder {str(folder)!r} does not exist")
     write_bytes_atomic(path, data)
+    return path
+
+
+def check_mesh_output(path: str | os.PathLike, option: str = "-o") -> Path:
+    """The path of a mesh to be written, checked before any work: a supported extension and a
+    writable folder (check_output_path); MeshError (a ValueError) saying what is wrong."""
+    try:
+        path = check_output_path(path, option)
+    except ValueError as exc:
+        raise MeshError(str(exc)) from None
+    ext = path.suffix.lower()
+    if ext not in SUPPORTED_FORMATS:
+        raise MeshError(f"{option} {str(path)!r}: unknown mesh format "
+                        f"{ext or '(no extension)'!r}; supported: "
+                        f"{', '.join(sorted(SUPPORTED_FORMATS))}")
     return path
