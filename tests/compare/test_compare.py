@@ -307,7 +307,7 @@ def test_compare_tiny_budget_on_two_real_meshes(app, tmp_path):
         assert set(s["first_reached_s"]) == {"0.3", "0.5", "0.6", "0.7", "0.8", "0.9"}
     assert "## Quality against compute" in md
     pngs = [rep["plots"]["losses"], rep["plots"]["voxels"], rep["plots"]["cost"],
-            rep["plots"]["quality_time"],
+            rep["plots"]["quality_time"], rep["plots"]["quality_resolution"],
             *rep["plots"]["renders"].values()]
     assert len(rep["plots"]["renders"]) == 2
     for rel in pngs:

@@ -364,6 +364,8 @@ def render_markdown(rep: dict) -> str:
     p = rep["plots"]
     md += ["## Plots", "", f"![memory and time]({p['cost']})", "",
            f"![voxels per step]({p['voxels']})", "", f"![loss curves]({p['losses']})", ""]
+    if p.get("quality_resolution"):
+        md += [f"![quality against resolution and memory]({p['quality_resolution']})", ""]
     if p["renders"]:
         md += ["## Normal renders (ground truth, then each setup)", ""]
         md += [f"![{n}]({path})" for n, path in p["renders"].items()]

@@ -1,5 +1,6 @@
 """The plots of a comparison report: loss curves, voxel counts, own-step cost bars with their
-spread over seeds, quality against compute, and normal renders of every mesh. Each seed's
+spread over seeds, quality against compute, quality against resolution and memory, and normal
+renders of every mesh. Each seed's
 curve is drawn in its setup's colour, so the spread between seeds is visible beside the
 difference between setups."""
 
@@ -137,6 +138,47 @@ def plot_quality_over_time(setups: dict, path: Path) -> bool:
     return True
 
 
+def _span(stat: dict) -> list[list[float]]:
+    """Error-bar lengths [[below], [above]] of an aggregate: mean to min, mean to max."""
+    return [[stat["mean"] - stat["min"]], [stat["max"] - stat["mean"]]]
+
+
+def plot_quality_resolution(setups: dict, path: Path) -> bool:
+    """F-score (mean over seeds of the mean over every mesh, a lost mesh counted as 0; whiskers
+    min..max over seeds) against the output resolution it was reconstructed at, and against
+    the peak memory of the setup's own steps (MiB): one point per setup and split."""
+    points = []
+    for i, (label, s) in enumerate(setups.items()):
+        phase = s["own_steps"] or s["warmup"] or {}
+        mem = phase.get("peak_memory_mb") or {"n": 0}
+        for split, marker in (("train", "o"), ("eval", "s")):
+            f = (s["quality"].get(split) or {}).get("fscore_all") or {"n": 0}
+            if f["n"] and mem["n"]:
+                points.append((i, label, split, marker, s["resolution"]["evaluated"], mem, f))
+    if not points:
+        return False
+    plt = _plt()
+    fig, (by_res, by_mem) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, label, split, marker, res, mem, f in points:
+        name = f"{label} ({'training' if split == 'train' else 'held-out'} meshes)"
+        style = dict(fmt=marker, color=f"C{i}", capsize=4, label=name,
+                     mfc=f"C{i}" if split == "train" else "none")
+        by_res.errorbar([res], [f["mean"]], yerr=_span(f), **style)
+        by_mem.errorbar([mem["mean"]], [f["mean"]], xerr=_span(mem), yerr=_span(f), **style)
+    by_res.set_xscale("log", base=2)
+    by_res.set_xlabel("output resolution reconstructed at")
+    by_mem.set_xscale("log")
+    by_mem.set_xlabel("peak memory of the setup's own training steps (MiB)")
+    for ax in (by_res, by_mem):
+        ax.set_ylabel("mean F-score (a lost mesh counts 0)")
+        ax.grid(alpha=0.3)
+    by_mem.legend(fontsize=7)
+    fig.suptitle("quality against resolution and memory: mean over seeds, whiskers min..max",
+                 fontsize=10)
+    save_figure(fig, path)
+    return True
+
+
 def normal_image(mesh, camera) -> np.ndarray:
     """[H,W,3] normal render in [0,1] (white background) by the Embree ray caster."""
     import torch
@@ -197,6 +239,8 @@ def draw_plots(setups: dict, meshes: dict, render_views: int, render_size: int,
     plot_cost(setups, out / plots["cost"])
     if plot_quality_over_time(setups, out / "plots/quality_time.png"):
         plots["quality_time"] = "plots/quality_time.png"
+    if plot_quality_resolution(setups, out / "plots/quality_resolution.png"):
+        plots["quality_resolution"] = "plots/quality_resolution.png"
     if render_views <= 0:
         return plots
     first = {label: s["runs"][0] for label, s in setups.items()}
