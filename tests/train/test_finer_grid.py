@@ -16,7 +16,7 @@ from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 from focusing.core.sparse.tensor import SparseTensor
 from focusing.core.vae.model import ShapeVAE
 from focusing.core.vae.reconstruct import (
-    decode_in_chunks, output_to_latent_resolution, reconstruct_file,
+    decode_halo, decode_in_chunks, output_to_latent_resolution, reconstruct_file,
 )
 
 from _training_fixtures import TINY, _isolated_cache  # noqa: F401 (autouse fixture)
@@ -63,9 +63,10 @@ def test_the_output_resolution_must_be_a_power_of_two_multiple(surface_run):
 
 @torch.no_grad()
 def test_chunked_decode_at_output_256_equals_whole_decode():
-    """A one-block decoder trained at latent 8, encoding fandisk on the latent-64 grid (output
-    256): spatial chunks with a halo of one window give the whole decode's pruned voxels."""
-    cfg = load_setup("focusing", TINY + ["decoder.depth=1"])
+    """A two-block decoder (the default depth) trained at latent 8, encoding fandisk on the
+    latent-64 grid (output 256): spatial chunks with decode_halo's context give the whole
+    decode's pruned voxels."""
+    cfg = load_setup("focusing", TINY)
     torch.manual_seed(0)
     model = ShapeVAE(cfg).eval()
     mesh = load_mesh(mesh_file("fandisk"))
@@ -76,7 +77,7 @@ def test_chunked_decode_at_output_256_equals_whole_decode():
                        torch.zeros(len(active), 0), r)
     mean, _ = model.encode(torch.as_tensor(pts).float(), torch.as_tensor(nrm).float(), vox)
     z = vox.replace(mean)
-    halo = cfg["decoder"]["window"]
+    halo = decode_halo(cfg)
     whole = decode_in_chunks(model, z, 0, halo=halo, threshold=0.0)
     chunked = decode_in_chunks(model, z, len(z) // 6, halo=halo, threshold=0.0)
     assert whole.resolution == chunked.resolution == 256

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -11,7 +12,7 @@ from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 from focusing.core.sparse.tensor import SparseTensor
 from focusing.core.config import load_setup
-from focusing.core.vae.reconstruct import _chunks, decode_in_chunks
+from focusing.core.vae.reconstruct import _chunks, decode_halo, decode_in_chunks
 from focusing.core.vae.model import ShapeVAE
 
 from _training_fixtures import TINY, _isolated_cache  # noqa: F401 (autouse fixture)
@@ -41,18 +42,25 @@ def test_chunks_partition_the_voxels_into_compact_blocks():
 
 
 @torch.no_grad()
-def test_chunked_decode_equals_whole_decode_with_one_decoder_block():
-    cfg = load_setup("focusing", TINY + ["model.latent_resolution=16", "decoder.depth=1"])
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_chunked_decode_equals_whole_decode_with_the_decode_halo(depth):
+    cfg = load_setup("focusing", TINY + ["model.latent_resolution=32", f"decoder.depth={depth}"])
     torch.manual_seed(0)
     model = ShapeVAE(cfg).eval()
     z = _latents(cfg, model)
-    whole = decode_in_chunks(model, z, 0, halo=cfg["decoder"]["window"], threshold=float("-inf"))
-    chunked = decode_in_chunks(model, z, len(z) // 5, halo=cfg["decoder"]["window"],
-                               threshold=float("-inf"))
+    halo = decode_halo(cfg)
+    assert halo == depth * (4 - 1) + 1  # window 4
+    whole = decode_in_chunks(model, z, 0, halo=halo, threshold=float("-inf"))
+    chunked = decode_in_chunks(model, z, len(z) // 8, halo=halo, threshold=float("-inf"))
     assert len(whole) == 64 * len(z) == len(chunked)
     wo, co = whole.sort()[1], chunked.sort()[1]
     assert torch.equal(whole.coords[wo], chunked.coords[co])
     torch.testing.assert_close(whole.feats[wo], chunked.feats[co], rtol=1e-4, atol=1e-5)
+    if depth > 1:  # one window of context, enough for one block, is not for more
+        short = decode_in_chunks(model, z, len(z) // 8, halo=cfg["decoder"]["window"],
+                                 threshold=float("-inf"))
+        so = short.sort()[1]
+        assert not torch.allclose(whole.feats[wo], short.feats[so], rtol=1e-4, atol=1e-5)
 
 
 def test_reconstruct_reports_bad_input_and_writes_nothing(tmp_path, tiny_run):

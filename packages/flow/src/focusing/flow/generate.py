@@ -17,7 +17,7 @@ from focusing.core.sparse.tensor import SparseTensor
 from focusing.core.sparseflex.field import sparseflex_from_features
 from focusing.core.sparseflex.flexicubes import extract_mesh
 from focusing.core.vae.calibration import load_calibrated_threshold
-from focusing.core.vae.reconstruct import decode_in_chunks
+from focusing.core.vae.reconstruct import decode_halo, decode_in_chunks
 from focusing.flow import rectified_flow as rf
 from focusing.flow.config import FlowSetup
 from focusing.flow.stages import (
@@ -109,7 +109,7 @@ class ImageTo3D:
         logit) and SparseFlex meshing; a unit-box Mesh."""
         thr = self.threshold if threshold is None else float(threshold)
         out = decode_in_chunks(self.vae, z, self.vae_setup.inference.chunk_voxels,
-                               halo=self.vae_setup.decoder.window, threshold=thr)
+                               halo=decode_halo(self.vae_setup), threshold=thr)
         result = extract_mesh(sparseflex_from_features(out), training=False)
         return Mesh(result.vertices.double().numpy(), result.faces.numpy(), None)
 

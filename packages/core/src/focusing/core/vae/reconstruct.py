@@ -47,13 +47,26 @@ def _chunks(coords: torch.Tensor, chunk_voxels: int) -> list[torch.Tensor]:
     return [torch.nonzero(keys == k).squeeze(1) for k in torch.unique(keys)]
 
 
+def decode_halo(setup: Setup | dict) -> int:
+    """Latent voxels of context around a chunk that make chunked decoding exact: depth x
+    (window - 1) + 1.
+
+    Attention windows are fixed on absolute coordinates, so a voxel's block output depends on
+    voxels at most window - 1 away (per axis); `depth` blocks chain that. The two upsamplers'
+    3x3x3 submanifold convs, at 2R and 4R, reach one latent voxel further. A halo of the
+    window alone is exact only for a one-block decoder: with the default two blocks (window 8)
+    it left the chunk borders' features off by up to 1e-2 (tests/train/test_reconstruct.py)."""
+    dec = Setup.from_dict(setup).decoder
+    return dec.depth * (dec.window - 1) + 1
+
+
 @torch.no_grad()
 def decode_in_chunks(model: ShapeVAE, z: SparseTensor, chunk_voxels: int, halo: int,
                      threshold: float) -> SparseTensor:
     """Decode latents z at R into pruned SparseFlex features at 4R, `chunk_voxels` latent voxels
     at a time (0: all at once). Each chunk decodes its own voxels plus a halo of `halo` latent
-    voxels and keeps only its own voxels' descendants, so chunks never overlap; with one decoder
-    block and halo >= the attention window the result equals the unchunked decode."""
+    voxels and keeps only its own voxels' descendants, so chunks never overlap; with halo >=
+    decode_halo(setup) the result equals the unchunked decode."""
     active = z.coords[:, 1:]
     feats, coords = [], []
     for own in _chunks(active, chunk_voxels):
@@ -79,7 +92,7 @@ def reconstruct_mesh(model: ShapeVAE, setup: Setup | dict, mesh: Mesh, chunk_vox
     latent_resolution: encode and decode on this latent grid (output 4x that) instead of the
     trained one; a power-of-two multiple of it (see ShapeVAE.encode). The surface samples grow
     with the square of the ratio, so each voxel holds as many points as in training.
-    See decode_in_chunks for what chunking changes (nothing with a one-block decoder)."""
+    Chunks decode with decode_halo's context, so chunking changes nothing but memory."""
     setup = Setup.from_dict(setup)
     trained = setup.model.latent_resolution
     r = trained if latent_resolution is None else int(latent_resolution)
@@ -92,7 +105,7 @@ def reconstruct_mesh(model: ShapeVAE, setup: Setup | dict, mesh: Mesh, chunk_vox
     mean, _ = model.encode(torch.as_tensor(points, dtype=torch.float32),
                            torch.as_tensor(normals, dtype=torch.float32), voxels)
     out = decode_in_chunks(model, voxels.replace(mean), chunk_voxels,
-                           halo=setup.decoder.window, threshold=thr)
+                           halo=decode_halo(setup), threshold=thr)
     field = sparseflex_from_features(out)
     result = extract_mesh(field, training=False)
     return Mesh(result.vertices.double().numpy(), result.faces.numpy(), None)

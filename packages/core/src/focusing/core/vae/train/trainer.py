@@ -340,10 +340,10 @@ class VAEStep(TrainStep):
     def calibrate(self, step: int) -> dict:
         """Measure the occupancy threshold on the training meshes (vae.calibration)."""
         from focusing.core.vae.calibration import calibrate_threshold, save_calibration
-        from focusing.core.vae.reconstruct import decode_in_chunks
+        from focusing.core.vae.reconstruct import decode_halo, decode_in_chunks
 
         r = self.setup.model.latent_resolution
-        chunk, halo = self.setup.inference.chunk_voxels, self.setup.decoder.window
+        chunk, halo = self.setup.inference.chunk_voxels, decode_halo(self.setup)
         k = self.setup.evaluation.calibration_meshes
         recs = self.data.records[:k] if k > 0 else self.data.records
         result = calibrate_threshold(
