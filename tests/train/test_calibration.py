@@ -16,7 +16,7 @@ from focusing.core.vae.calibration import (
 )
 from focusing.core.vae.model import ShapeVAE
 
-from _training_fixtures import TINY
+from _training_fixtures import TINY, _isolated_cache, tiny_data  # noqa: F401 (fixtures)
 
 
 def test_active_set_iou_against_python_sets():
@@ -64,3 +64,20 @@ def test_reconstruct_defaults_to_the_stored_threshold(tmp_path):
     (tmp_path / "calibration.json").write_text("{not json")
     with pytest.raises(ValueError, match="calibration.json"):
         load_calibrated_threshold(tmp_path)
+
+
+def test_a_run_calibrates_at_its_end_unless_told_not_to(tiny_data, tmp_path):
+    """The last checkpoint writes calibration.json; evaluation.calibrate_at_end = false (a probe
+    of the steps alone) writes none, and reconstruct then falls back to the config's
+    inference.occupancy_threshold."""
+    from focusing.core.vae.train.trainer import Trainer
+
+    for calibrate in (True, False):
+        run = tmp_path / f"run-{calibrate}"
+        trainer = Trainer(load_setup("focusing", TINY + [
+            "train.steps=1", f"evaluation.calibrate_at_end={str(calibrate).lower()}"]),
+            tiny_data, run, progress=False)
+        trainer.fit()
+        trainer.close()
+        assert (run / "calibration.json").exists() is calibrate
+        assert (load_calibrated_threshold(run) is None) is not calibrate

@@ -174,22 +174,27 @@ def scaling_markdown(rep: dict) -> str:
           f"- date: {rep['date']}; machine: {m['cpu']}, {m['cores']} cores, "
           f"{_f(m['memory_gb'], '{:.0f}')} GB, torch {m['torch']}",
           f"- mesh: {Path(rep['mesh']).name}; {rep['steps']} steps per point, each point in a "
-          f"fresh process; tiny model: `{' '.join(rep['overrides'])}`",
+          f"fresh process; the budget's overrides: `{' '.join(rep['overrides'])}`",
           f"- total time: {rep['total_s']:.0f} s", "", "## Measured", ""]
     rows = []
     for label, r in rep["setups"].items():
         for p in r["points"]:
             if "error" in p:
-                rows.append([f"`{label}`", f"{p['output']}", "", "", "", "", "", p["error"]])
+                rows.append([f"`{label}`", f"{p['output']}", "", "", "", "", "", "", p["error"]])
             else:
                 rows.append([f"`{label}`", f"{p['output']}",
                              f"{p['latent_kept']:.0f} / {p['latent_all']:.0f}",
                              f"{p['output_kept']:.0f} / {p['output_all']:.0f}",
-                             f"{p['peak_memory_mb']:.0f}", f"{p['child_max_rss_mb']:.0f}",
+                             f"{p['peak_memory_mb']:.0f}", _f(p.get("step_peak_mb"), "{:.0f}"),
+                             f"{p['child_max_rss_mb']:.0f}",
                              f"{p['time_per_step_s']:.2f}", ""])
     md.append(_md_table(["setup", "output res", "latents decoded / all",
                          "output cubes meshed / decoded", "training peak MiB",
-                         "child max RSS MiB", "s / step", "note"], rows))
+                         "one step's peak MiB", "child max RSS MiB", "s / step", "note"], rows))
+    md += ["", "Training peak: the probe's whole training above its level before the first "
+               "step, the final threshold calibration included (unless the budget sets "
+               "`evaluation.calibrate_at_end = false`); one step's peak: the highest of its "
+               "steps alone."]
     md += ["", "## Fitted growth (y ~ c * res^k over the measured points) and 1024^3", ""]
     rows = []
     for label, r in rep["setups"].items():
@@ -207,8 +212,8 @@ def scaling_markdown(rep: dict) -> str:
                         rows))
     md += ["", "The paper states that Focusing trains a 1024^3 VAE in under "
            f"{rep['paper_claim_gb']:.0f} GB (GPU, its full-size model, bf16). These figures are "
-           "for a tiny model on the CPU (float32), so they speak to how the cost grows with "
-           "resolution (the exponents), not to absolute GPU memory.",
+           "for the budget's model on the CPU (float32), so they speak to how the cost grows "
+           "with resolution (the exponents), not to absolute GPU memory.",
            "", f"![scaling]({rep['plot']})", ""]
     return "\n".join(md)
 

@@ -314,6 +314,7 @@ class EvaluationConfig:
     meshes: int = _int(lo=0)
     tau: float = _float(lo=0, lo_open=True)
     calibration_meshes: int = _int(lo=0)
+    calibrate_at_end: bool = _bool()
     image_every: int = _int(lo=0)
     mesh_every: int = _int(lo=0)
 

@@ -88,6 +88,7 @@ def run_probe(setup: str, overrides: list[str], data: Path, work: Path, name: st
     fresh process; its figures, or {'error': why} when it failed or timed out.
 
     Figures: peak_memory_mb (training peak above the level before the first step),
+    step_peak_mb (the highest of one step's own peaks),
     rss_before_training_mb, child_max_rss_mb, time_per_step_s (the fastest step),
     step_seconds and step_peaks_mb (per step), prep_s, wall_s, and the first step's voxel
     counts (COUNT_KEYS); step_counts holds every step's."""
@@ -110,5 +111,6 @@ def run_probe(setup: str, overrides: list[str], data: Path, work: Path, name: st
         time_per_step_s=min(x["seconds"] for x in h["steps"]),
         step_seconds=[x["seconds"] for x in h["steps"]],
         step_peaks_mb=[x["peak_memory_mb"] for x in h["steps"]],
+        step_peak_mb=max(x["peak_memory_mb"] for x in h["steps"]),
         step_counts=[x["counts"] for x in h["steps"]], prep_s=h["prep_s"], wall_s=res.wall_s,
         **{k: first["counts"].get(k) for k in COUNT_KEYS})

@@ -333,8 +333,9 @@ class VAEStep(TrainStep):
     def on_checkpoint(self, step: int, final: bool) -> None:
         """At the run's last checkpoint, calibrate the occupancy threshold on the training
         meshes and store it (evaluations calibrate too). Not at every checkpoint: with the
-        default model a calibration costs about as much as 50 training steps."""
-        if final:
+        default model a calibration costs about as much as 50 training steps.
+        evaluation.calibrate_at_end = false skips it (a probe of the steps alone)."""
+        if final and self.setup.evaluation.calibrate_at_end:
             self.calibrate(step)
 
     def calibrate(self, step: int) -> dict:
