@@ -16,7 +16,7 @@ from focusing.core.vae.calibration import (
 )
 from focusing.core.vae.model import ShapeVAE
 
-from _training_fixtures import TINY, _isolated_cache, tiny_data  # noqa: F401 (fixtures)
+from _training_fixtures import TINY, _isolated_cache  # noqa: F401 (autouse fixture)
 
 
 def test_active_set_iou_against_python_sets():

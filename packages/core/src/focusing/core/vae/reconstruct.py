@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from focusing.core.geometry.meshio import check_mesh_output
 from focusing.core.config import ConfigError, Setup, setup_from_run
 from focusing.core.engine.checkpoint import load_weights
 from focusing.core.engine.runfolder import read_run_config
 from focusing.core.geometry.mesh import Mesh, normalize_mesh
-from focusing.core.geometry.meshio import load_mesh, save_mesh
+from focusing.core.geometry.meshio import check_mesh_output, load_mesh, save_mesh
 from focusing.core.geometry.sampling import sample_surface
 from focusing.core.geometry.voxelize import dilate_voxels, surface_voxels
 from focusing.core.sparse.hashing import CoordIndex
