@@ -21,6 +21,16 @@ def mesh_file(name: str) -> Path:
     return path
 
 
+def mesh_folder(folder: Path, *names: str) -> Path:
+    """`folder`, made, holding a copy of each named example mesh: a data set for a command."""
+    import shutil
+
+    folder.mkdir(parents=True)
+    for name in names:
+        shutil.copy(mesh_file(name), folder)
+    return folder
+
+
 def first_views(names: list[str], image_size: int):
     """View 0 of each named example mesh as the flow's conditioning image: [len(names),3,S,S]."""
     import torch

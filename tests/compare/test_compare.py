@@ -5,7 +5,6 @@ against independent recomputations (voxel counts from the geometry layer, means,
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from focusing.eval.compare import (
     CompareError, load_budget, minutes_after_warmup, parse_spec, parse_specs, split_specs,
 )
 from focusing.eval.scaling import loglog_fit, predict
-from meshdata import mesh_file
+from meshdata import mesh_folder
 
 TINY_BUDGET = """
 [budget]
@@ -187,9 +186,7 @@ def app() -> typer.Typer:
 
 
 def test_compare_cli_rejects_a_bad_spec_before_training(app, tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(mesh_file("couplingdown"), data)
+    data = mesh_folder(tmp_path / "data", "couplingdown")
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["compare", "--data", str(data), "--out", str(out),
                                       "--setups", "triposf,focusing:decoder.deepness=4"])
@@ -199,10 +196,7 @@ def test_compare_cli_rejects_a_bad_spec_before_training(app, tmp_path):
 
 
 def test_compare_tiny_budget_on_two_real_meshes(app, tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("couplingdown", "elephant-with-holes"):
-        shutil.copy(mesh_file(name), data)
+    data = mesh_folder(tmp_path / "data", "couplingdown", "elephant-with-holes")
     budget = tmp_path / "tiny.toml"
     budget.write_text(TINY_BUDGET)
     out = tmp_path / "out"
@@ -350,10 +344,7 @@ def test_render_free_warmup_is_the_same_for_both_setups(tmp_path):
     from focusing.core.engine.checkpoint import weights_path
     from focusing.core.vae.train.trainer import Trainer
 
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("couplingdown", "elephant-with-holes"):
-        shutil.copy(mesh_file(name), data)
+    data = mesh_folder(tmp_path / "data", "couplingdown", "elephant-with-holes")
     budget = _tiny_budget(tmp_path)
     weights = {}
     for name in ("triposf", "focusing"):

@@ -6,7 +6,6 @@ measured, and one comparison under a cap, trained and evaluated end to end."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from focusing.eval.compare import (
     verdict_text, with_resolution,
 )
 from focusing.eval.compare.memory_cap import probe_overrides
-from meshdata import mesh_file
+from meshdata import mesh_file, mesh_folder
 
 HUGE_GB = 1.0e6  # a cap every probe fits under: the search measures every candidate
 
@@ -181,9 +180,7 @@ def test_eval_resolution_must_be_a_power_of_two_multiple_of_the_trained_output(t
 
 
 def test_a_cap_without_minutes_is_refused_before_any_probe(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(mesh_file("couplingdown"), data)
+    data = mesh_folder(tmp_path / "data", "couplingdown")
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_BUDGET)
     with pytest.raises(CompareError, match="minutes"):
@@ -299,9 +296,7 @@ def test_a_real_search_under_a_small_cap_stops_and_tries_smaller_alphas(measured
 def test_compare_under_a_memory_cap_trains_each_setup_at_its_choice(tmp_path):
     """The whole mode through the CLI: probes, training at the chosen resolution for the
     budget's minutes, evaluation at eval_resolution, report.json and report.md."""
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(mesh_file("couplingdown"), data)
+    data = mesh_folder(tmp_path / "data", "couplingdown")
     budget = tmp_path / "cap.toml"
     budget.write_text(
         TINY_BUDGET.replace("steps = 120\n", "steps = 100000\nminutes = 0.1\n"

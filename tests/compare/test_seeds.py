@@ -5,7 +5,6 @@ rule, and the job list: one shared warm-up per seed, forked by every setup of th
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from test_compare import TINY_BUDGET
@@ -20,7 +19,7 @@ from focusing.eval.compare import (
 from focusing.eval.report import (
     aggregate, comparison, exceeds_spread, headline, summarize_run, summarize_setup,
 )
-from meshdata import mesh_file
+from meshdata import mesh_folder
 
 
 @pytest.fixture(autouse=True)
@@ -235,9 +234,7 @@ SEEDS_BUDGET = TINY_BUDGET.replace("steps = 120\n", "steps = 24\nmeshes = 1\n", 
 
 
 def test_compare_with_two_seeds_forks_each_seeds_warmup(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(mesh_file("couplingdown"), data)
+    data = mesh_folder(tmp_path / "data", "couplingdown")
     budget = tmp_path / "seeds.toml"
     budget.write_text(SEEDS_BUDGET)
     out = tmp_path / "out"

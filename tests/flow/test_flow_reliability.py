@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from focusing.core import cli
 from focusing.core.engine.checkpoint import weights_path
 
-from meshdata import mesh_file
+from meshdata import mesh_file, mesh_folder
 
 VAE_TINY = [
     "model.latent_resolution=8", "model.points_per_shape=1024", "cameras.image_size=32",
@@ -66,10 +66,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     mp = pytest.MonkeyPatch()
     mp.setenv("FOCUSING_CACHE", str(root / "cache"))
     mp.delenv("FOCUSING_DEBUG", raising=False)
-    data = root / "data"
-    data.mkdir()
-    for name in ("couplingdown", "elephant-with-holes"):
-        shutil.copy(mesh_file(name), data)
+    data = mesh_folder(root / "data", "couplingdown", "elephant-with-holes")
     _train_vae(data, root / "vae", "train.steps=2")
     out = {"root": root, "data": data, "vae": root / "vae"}
     for stage in ("structure", "latent"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from typer.testing import CliRunner
 from focusing.core import cli
 from focusing.core.geometry.meshio import load_mesh
 
-from meshdata import mesh_file
+from meshdata import mesh_file, mesh_folder
 
 VAE_TINY = [
     "model.latent_resolution=8", "model.points_per_shape=2048", "cameras.image_size=32",
@@ -57,10 +56,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("flow")
     mp = pytest.MonkeyPatch()
     mp.setenv("FOCUSING_CACHE", str(root / "cache"))
-    data = root / "data"
-    data.mkdir()
-    for name in ("couplingdown", "elephant-with-holes"):
-        shutil.copy(mesh_file(name), data)
+    data = mesh_folder(root / "data", "couplingdown", "elephant-with-holes")
     _run(["train", "--setup", "focusing", "--data", str(data), "--out", str(root / "vae"),
           "--steps", "120", "--quiet", *_sets(VAE_TINY)])
     out = {"root": root, "data": data, "vae": root / "vae"}

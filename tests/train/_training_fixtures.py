@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from meshdata import mesh_file
+from meshdata import mesh_folder
 
 TINY = [
     "model.latent_resolution=8",
@@ -29,10 +28,7 @@ TINY = [
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
     """A data folder of two small real meshes: one closed CAD part, one open mesh."""
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("couplingdown", "elephant-with-holes"):
-        shutil.copy(mesh_file(name), data)
+    data = mesh_folder(tmp_path / "data", "couplingdown", "elephant-with-holes")
     return data
 
 

@@ -11,7 +11,6 @@ folder."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from safetensors.torch import load_file
 from focusing.core.config import load_setup
 from focusing.core.data.prepare import prepare_dataset
 
-from meshdata import mesh_file
+from meshdata import mesh_folder
 from _training_fixtures import TINY
 
 SETTINGS = TINY + ["train.batch_size=2"]
@@ -41,10 +40,7 @@ def _free_port() -> int:
 
 
 def test_two_torchrun_nodes_match_one_process(tmp_path):
-    meshes = tmp_path / "meshes"
-    meshes.mkdir()
-    for name in ("couplingdown", "elephant-with-holes"):
-        shutil.copy(mesh_file(name), meshes)
+    meshes = mesh_folder(tmp_path / "meshes", "couplingdown", "elephant-with-holes")
     data = tmp_path / "prepared"
     assert prepare_dataset(meshes, data, load_setup("focusing", SETTINGS),
                            progress=False).exit_code == 0
