@@ -21,6 +21,7 @@ from focusing.eval.compare import (
     eval_output, load_budget, log, memory_cap_plan, memory_cap_search, parse_specs, plan_jobs,
     verdict_text, with_resolution,
 )
+from focusing.eval.compare import pipeline
 from focusing.eval.compare.memory_cap import probe_overrides
 from meshdata import mesh_file, mesh_folder
 
@@ -197,7 +198,8 @@ def test_a_cap_without_minutes_is_refused_before_any_probe(tmp_path):
 def test_options_of_the_comparison_are_refused_with_scaling(tmp_path):
     # --scaling probes one step per setup and output; a cap, seeds or held-out meshes given
     # with it would be ignored, so they are refused before the output folder exists
-    for extra in (["--memory-cap", "4.5"], ["--seeds", "2"], ["--eval", str(tmp_path)]):
+    for extra in (["--memory-cap", "4.5"], ["--seeds", "2"], ["--eval", str(tmp_path)],
+                  ["--resume"]):
         result = CliRunner().invoke(cli.get_app(), [
             "compare", "--data", str(tmp_path), "--scaling", "--out", str(tmp_path / "out"),
             *extra])
@@ -293,9 +295,10 @@ def test_a_real_search_under_a_small_cap_stops_and_tries_smaller_alphas(measured
 
 
 # ------------------------------------------------------------------------------ end to end
-def test_compare_under_a_memory_cap_trains_each_setup_at_its_choice(tmp_path):
+def test_compare_under_a_memory_cap_trains_each_setup_at_its_choice(tmp_path, monkeypatch):
     """The whole mode through the CLI: probes, training at the chosen resolution for the
-    budget's minutes, evaluation at eval_resolution, report.json and report.md."""
+    budget's minutes, evaluation at eval_resolution, report.json and report.md; then --resume
+    of the finished comparison keeps its probes and trainings and reports the same choices."""
     data = mesh_folder(tmp_path / "data", "couplingdown")
     budget = tmp_path / "cap.toml"
     budget.write_text(
@@ -328,6 +331,23 @@ def test_compare_under_a_memory_cap_trains_each_setup_at_its_choice(tmp_path):
     md = (out / "report.md").read_text()
     assert "## Equal memory" in md and "output res trained / evaluated" in md
     assert "| `triposf` | 32 | 0.5 |" in md and "quality reconstructed at output 64^3" in md
+
+    def never(*args, **kwargs):
+        raise AssertionError("--resume probed or trained again what had finished")
+
+    monkeypatch.setattr(pipeline, "memory_cap_search", never)
+    monkeypatch.setattr(pipeline, "launch_child", never)
+    result = CliRunner().invoke(cli.get_app(), [
+        "compare", "--data", str(data), "--out", str(out), "--setups", "triposf,focusing",
+        "--budget", str(budget), "--memory-cap", str(HUGE_GB), "--resume"])
+    assert result.exit_code == 0, result.output
+    again = json.loads((out / "report.json").read_text())
+    assert sorted(again["resumed_runs"]) == ["runs/focusing", "runs/shared-warmup", "runs/triposf"]
+    for label in ("triposf", "focusing"):
+        assert again["setups"][label]["resolution"] == rep["setups"][label]["resolution"]
+        assert again["memory_cap"]["table"][label] == rep["memory_cap"]["table"][label]
+        assert again["setups"][label]["runs"][0]["history"] == \
+            rep["setups"][label]["runs"][0]["history"]
 
 
 # ------------------------------------------------------------------------------ shipped budgets

@@ -265,6 +265,7 @@ def _loss_config() -> type:
         ("tsdf_steps", int, _int(lo=0)),
         ("warmup_render", bool, _bool()),
         ("warmup_latents", int, _int(lo=0)),
+        ("encode_selected", bool, _bool()),
         ("tsdf_balanced", bool, _bool()),
         ("tsdf_saturate", bool, _bool()),
         ("tsdf_views", int, _int(lo=1)),

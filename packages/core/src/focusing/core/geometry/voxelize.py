@@ -287,6 +287,24 @@ def dilate_voxels(coords: torch.Tensor, resolution: int, radius: int = 1) -> tor
     return torch.from_numpy(out)
 
 
+def near_voxels(query: torch.Tensor, centres: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mask [Q] (bool) of the integer voxel coords query [Q,3] within Chebyshev distance `radius`
+    (voxels) of any of centres [K,3]; all False when K = 0.
+
+    A k-d tree of the centres (scipy, p = inf): O(Q log K), where dilating the centres by the
+    radius and looking the query up would make (2 radius + 1)^2 K cells or more, millions for a
+    scattered selection at latent 256."""
+    from scipy.spatial import cKDTree
+
+    query, centres = torch.as_tensor(query), torch.as_tensor(centres)
+    if len(query) == 0 or len(centres) == 0:
+        return torch.zeros(len(query), dtype=torch.bool)
+    tree = cKDTree(centres.cpu().numpy().astype(np.float64))
+    dist, _ = tree.query(query.cpu().numpy().astype(np.float64), k=1, p=np.inf,
+                         distance_upper_bound=radius + 0.5)
+    return torch.from_numpy(np.isfinite(dist))
+
+
 def voxel_centers(
     coords: torch.Tensor, resolution: int, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:

@@ -31,6 +31,11 @@ def compare_command(
              "fits), log-log fits and the 1024^3 extrapolation (scaling.md, scaling.json)."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace an earlier comparison in --out."),
+    resume: bool = typer.Option(
+        False, "--resume",
+        help="Go on with an interrupted comparison in --out (same options): keep its probes "
+             "and finished trainings, train the rest from their start, then evaluate and "
+             "report everything."),
     seeds: int = typer.Option(
         1, "--seeds", min=1,
         help="Train every setup this many times (train.seed B..B+K-1, one shared warm-up per "
@@ -54,7 +59,8 @@ def compare_command(
         if scaling:  # checked before the output folder is locked (created)
             ignored = [opt for opt, given in (("--seeds", seeds != 1),
                                               ("--memory-cap", memory_cap is not None),
-                                              ("--eval", eval_dir is not None)) if given]
+                                              ("--eval", eval_dir is not None),
+                                              ("--resume", resume)) if given]
             if ignored:
                 raise CompareError(f"{', '.join(ignored)} applies to the comparison, not to "
                                    "--scaling (which probes one step per setup and resolution)")
@@ -67,7 +73,8 @@ def compare_command(
             rep = scaling_study(data, setups, budget, out, command=command)
         else:
             rep = compare(data, setups, budget, out, eval_dir=eval_dir, overwrite=overwrite,
-                          command=command, seeds=seeds, memory_cap_gb=memory_cap)
+                          command=command, seeds=seeds, memory_cap_gb=memory_cap,
+                          resume=resume)
     except (CompareError, PluginError, FileNotFoundError) as exc:
         fail(exc)
     if as_json:

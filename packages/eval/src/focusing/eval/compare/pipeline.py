@@ -12,22 +12,33 @@ Resolution: a budget's `eval_resolution` reconstructs every model at that output
 its quality figures (eval_output). Under a memory cap (`--memory-cap GB` or the budget's
 `memory_cap_gb`) each setup first gets the highest output resolution whose probed training peak
 fits under the cap (memory_cap.py), then trains there for the budget's `minutes`.
+
+Interruptions: a comparison of 3 seeds at output 256 runs for hours. `--resume` goes on with
+one that stopped (killed, out of time, a failed child): it must be the same comparison (same
+data, setups, budget file contents, seeds and cap: plan.json), it keeps the probes
+(memory-cap.json) and every training that finished (runner.finished_result), trains the rest
+from their start (a setup forked from a warm-up that trains again trains again too), then
+reconstructs, evaluates and reports everything anew.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from focusing.core.io import write_text_atomic
 from focusing.eval.compare.budget import Budget, load_budget
 from focusing.eval.compare.memory_cap import (
     cap_settings, check_specs, memory_cap_search, with_resolution,
 )
 from focusing.eval.compare.plan import TrainJob, fork_from_warmup, plan_jobs
-from focusing.eval.compare.runner import ChildResult, launch_child
+from focusing.eval.compare.runner import (
+    ChildResult, finished_result, launch_child, result_file, save_result,
+)
 from focusing.eval.compare.spec import CompareError, parse_specs
 
 
@@ -52,9 +63,36 @@ def _select_meshes(folder: Path, limit: int, into: Path) -> tuple[Path, list[Pat
     return into, [into / f.name for f in files]
 
 
-def prepare_out(out: Path, jobs: list[TrainJob], overwrite: bool) -> None:
-    """Make the output folder; refuse to mix with an earlier comparison unless overwrite."""
+PLAN_FILE = "plan.json"
+
+
+def check_resume(out: Path, plan: dict) -> None:
+    """CompareError unless `out` holds a comparison of exactly `plan` (its plan.json) to resume."""
+    try:
+        earlier = json.loads((out / PLAN_FILE).read_text())
+    except FileNotFoundError:
+        raise CompareError(f"--resume: {out} holds no comparison to resume (no {PLAN_FILE}); "
+                           f"run without --resume") from None
+    except ValueError as exc:
+        raise CompareError(f"--resume: {out / PLAN_FILE} is unreadable ({exc})") from None
+    changed = sorted(k for k in set(plan) | set(earlier) if plan.get(k) != earlier.get(k))
+    if changed:
+        raise CompareError(f"--resume: the comparison in {out} was run with other "
+                           f"{', '.join(changed)}; give the same options, or --overwrite to "
+                           f"start it again")
+
+
+def prepare_out(out: Path, jobs: list[TrainJob], overwrite: bool, resume: bool = False) -> None:
+    """Make the output folder; refuse to mix with an earlier comparison unless overwrite.
+    resume (checked by check_resume): keep the runs, drop the reconstructions and plots."""
     out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        for sub in ("recon", "plots"):
+            if (out / sub).exists():
+                shutil.rmtree(out / sub)
+        for sub in ("runs", "recon", "plots", "jobs"):
+            (out / sub).mkdir(exist_ok=True)
+        return
     runs = out / "runs"
     # this plan's folders, the same runs in the other seed layout, and any earlier seed folder
     candidates = ({j.run_dir for j in jobs} | {runs / j.run_dir.name for j in jobs}
@@ -86,17 +124,43 @@ class Trained:
 
     runs: dict[str, list[TrainedRun]] = field(default_factory=dict)
     warmups: dict[int, ChildResult] = field(default_factory=dict)
+    kept: list[Path] = field(default_factory=list)  # run folders kept by --resume
 
 
 def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def _train_warmup(job: TrainJob, budget: Budget, data: Path, n_seeds: int) -> ChildResult:
+def _launch(job: TrainJob, child: dict) -> ChildResult:
+    """Train one job in its own process from its start; record it for --resume if it ends."""
+    result_file(job.job_file).unlink(missing_ok=True)
+    res = launch_child(child, job.job_file)
+    if res.history is not None:
+        save_result(child, job.job_file, res)
+    return res
+
+
+def _restart(job: TrainJob) -> None:
+    """Empty the folder of a run that an interruption left unfinished (--resume)."""
+    if job.run_dir.exists():
+        shutil.rmtree(job.run_dir)
+    job.run_dir.mkdir(parents=True)
+
+
+def _train_warmup(job: TrainJob, budget: Budget, data: Path, n_seeds: int,
+                  resume: bool) -> tuple[ChildResult, bool]:
+    """(the seed's shared warm-up, whether it was kept from an earlier run under --resume)."""
     seed = f", seed {job.seed}" if n_seeds > 1 else ""
+    child = job.child_job(budget, data)
+    kept = finished_result(child, job.job_file) if resume else None
+    if kept is not None:
+        log(f"[warm-up{seed}] kept from the interrupted comparison ({job.run_dir})")
+        return kept, True
+    if resume:
+        _restart(job)
     log(f"[warm-up{seed}] training the render-free warm-up shared by every setup "
         f"({job.stop_at} steps, own process)")
-    warm = launch_child(job.child_job(budget, data), job.job_file)
+    warm = _launch(job, child)
     if warm.history is None:
         raise CompareError(f"training the shared warm-up{seed} failed: {warm.error} "
                            f"(its output is above)")
@@ -104,22 +168,30 @@ def _train_warmup(job: TrainJob, budget: Budget, data: Path, n_seeds: int) -> Ch
     short = minutes_after_warmup(spent, budget.minutes)
     if short:
         log(f"    warning: {short}")
-    return warm
+    return warm, False
 
 
-def train_jobs(jobs: list[TrainJob], budget: Budget, data: Path) -> Trained:
+def train_jobs(jobs: list[TrainJob], budget: Budget, data: Path, resume: bool = False
+               ) -> Trained:
     """Run every job of plan_jobs in order, each in its own process; raises on a failure.
 
     A setup forked from its seed's warm-up gets the warm-up's steps put before its own
-    (merge_warmup_history), so every history runs from step 1."""
+    (merge_warmup_history), so every history runs from step 1. resume: a job that finished in
+    an earlier run of this comparison is kept (unless its warm-up trained again), the others
+    train from their start (trained.kept lists the kept run folders)."""
     trained = Trained()
+    retrained_warmups: set[Path] = set()
     own = [j for j in jobs if not j.is_warmup]
     n_seeds = sum(1 for j in own if j.spec is own[0].spec)
     for job in jobs:
         job.run_dir.mkdir(parents=True, exist_ok=True)
         job.job_file.parent.mkdir(parents=True, exist_ok=True)
         if job.is_warmup:
-            trained.warmups[job.seed] = _train_warmup(job, budget, data, n_seeds)
+            trained.warmups[job.seed], kept = _train_warmup(job, budget, data, n_seeds, resume)
+            if kept:
+                trained.kept.append(job.run_dir)
+            else:
+                retrained_warmups.add(job.run_dir)
             continue
         fork = job.fork_from is not None
         warm = trained.warmups[job.warmup_seed] if fork else None
@@ -128,11 +200,21 @@ def train_jobs(jobs: list[TrainJob], budget: Budget, data: Path) -> Trained:
                 + (f" or {budget.own_minutes:g} own min" if extra else "")
                 + ", from the shared warm-up" if fork else f"{budget.steps} steps")
         seed = f", seed {job.seed}" if n_seeds > 1 else ""
-        log(f"[{own.index(job) + 1}/{len(own)}] training {job.spec.label} ({what}{seed}, "
-            f"own process)")
-        if fork:
-            fork_from_warmup(job.fork_from, job.run_dir)
-        res = launch_child(job.child_job(budget, data, extra), job.job_file)
+        child = job.child_job(budget, data, extra)
+        res = (finished_result(child, job.job_file)
+               if resume and job.fork_from not in retrained_warmups else None)
+        if res is not None:
+            log(f"[{own.index(job) + 1}/{len(own)}] {job.spec.label}{seed}: kept from the "
+                f"interrupted comparison ({job.run_dir})")
+            trained.kept.append(job.run_dir)
+        else:
+            log(f"[{own.index(job) + 1}/{len(own)}] training {job.spec.label} ({what}{seed}, "
+                f"own process)")
+            if resume:
+                _restart(job)
+            if fork:
+                fork_from_warmup(job.fork_from, job.run_dir)
+            res = _launch(job, child)
         if res.history is None:
             raise CompareError(f"training {job.spec.label}{seed} failed: {res.error} "
                                f"(its output is above)")
@@ -217,6 +299,19 @@ def check_eval_resolution(specs, eval_resolution: int, coarser_ok: bool = False)
                                f"{s.label!r}: {exc}") from None
 
 
+def comparison_plan(data: Path, eval_dir: Path | None, setups: str, budget: Budget, seeds: int,
+                    settings) -> dict:
+    """What makes two runs of `compare` the same comparison (plan.json; --resume checks it):
+    the data folders, the setup specs, the budget file's contents, the seeds and the cap."""
+    import hashlib
+
+    return {"data": str(Path(data).resolve()),
+            "eval": str(Path(eval_dir).resolve()) if eval_dir is not None else None,
+            "setups": setups,
+            "budget": hashlib.sha256(Path(budget.source).read_bytes()).hexdigest(),
+            "seeds": int(seeds), "memory_cap_gb": settings.cap_gb if settings else None}
+
+
 def memory_cap_plan(budget: Budget, specs, memory_cap_gb: float | None = None):
     """The equal-memory search's settings (None: no cap), checked before anything runs: the cap
     (memory_cap_gb, else the budget's), the budget's `minutes` (equal wall time for setups at
@@ -285,9 +380,10 @@ def evaluate_runs(runs: dict[str, list[TrainedRun]], meshes: dict[str, tuple[str
 
 def compare(data: Path, setups: str, budget_name: str, out: Path, eval_dir: Path | None = None,
             overwrite: bool = False, command: str = "", seeds: int = 1,
-            memory_cap_gb: float | None = None) -> dict:
+            memory_cap_gb: float | None = None, resume: bool = False) -> dict:
     """The whole comparison at `seeds` seeds; returns the report dict (also out/report.json).
-    memory_cap_gb (or the budget's memory_cap_gb): the equal-memory mode (memory_cap.py)."""
+    memory_cap_gb (or the budget's memory_cap_gb): the equal-memory mode (memory_cap.py).
+    resume: go on with the interrupted comparison of the same plan in `out` (module doc)."""
     from focusing.core.data.dataset import mesh_files
     from focusing.core.geometry.meshio import mesh_names
     from focusing.eval import report as report_mod
@@ -297,15 +393,28 @@ def compare(data: Path, setups: str, budget_name: str, out: Path, eval_dir: Path
     specs = parse_specs(setups, budget.overrides)
     if not Path(data).is_dir():
         raise CompareError(f"--data {data} is not a folder")
+    if resume and overwrite:
+        raise CompareError("--resume keeps an interrupted comparison and --overwrite replaces "
+                           "it: give one of them")
     settings = memory_cap_plan(budget, specs, memory_cap_gb)
     out = Path(out)
     jobs = plan_jobs(specs, budget, out, seeds)
-    prepare_out(out, jobs, overwrite)
+    plan = comparison_plan(data, eval_dir, setups, budget, seeds, settings)
+    if resume:
+        check_resume(out, plan)
+    prepare_out(out, jobs, overwrite, resume)
+    write_text_atomic(out / PLAN_FILE, json.dumps(plan, indent=2))
     train_dir, train_files = _select_meshes(Path(data), budget.meshes, out / "data")
     cap = None
     if settings is not None:
-        cap = memory_cap_search(specs, budget, settings, train_files, out / "memory-cap", log)
-        report_mod.write_json(out / "memory-cap.json", cap)
+        if resume and (out / "memory-cap.json").exists():
+            cap = json.loads((out / "memory-cap.json").read_text())
+            log(f"memory cap {settings.cap_gb:g} GB: kept the probes of the interrupted "
+                f"comparison ({out / 'memory-cap.json'})")
+        else:
+            cap = memory_cap_search(specs, budget, settings, train_files, out / "memory-cap",
+                                    log)
+            report_mod.write_json(out / "memory-cap.json", cap)
         fitting = [s for s in specs if cap["setups"][s.label]["chosen"] is not None]
         if not fitting:
             raise CompareError(f"no setup fits under the {settings.cap_gb:g} GB cap: "
@@ -328,13 +437,14 @@ def compare(data: Path, setups: str, budget_name: str, out: Path, eval_dir: Path
         f"budget {budget.name} ({length}), {seeds} seed{'s' if seeds > 1 else ''}, "
         f"{len(train_files)} training meshes"
         + (f", {sum(1 for v in meshes.values() if v[0] == 'eval')} held-out" if eval_dir else ""))
-    trained = train_jobs(jobs, budget, train_dir)
+    trained = train_jobs(jobs, budget, train_dir, resume)
     t_train = time.perf_counter() - t_start
     rows = evaluate_runs(trained.runs, meshes, budget)
     log("writing the report (plots, normal renders)")
     rep = report_mod.build_report(specs, budget, trained, rows, meshes, out, command=command,
                                   timings={"train_s": t_train}, memory_cap=cap)
     rep["timings"]["total_s"] = time.perf_counter() - t_start
+    rep["resumed_runs"] = [str(p.relative_to(out)) for p in trained.kept]
     report_mod.write_report(rep, out)
     log(f"wrote {out / 'report.md'} and {out / 'report.json'} "
         f"({rep['timings']['total_s']:.0f} s in all)")

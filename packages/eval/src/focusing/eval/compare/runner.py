@@ -3,6 +3,10 @@
 start. The child records the peak RSS of training above its level after data preparation
 (sampled every 2 ms) and each step's own peak; the parent records the child's whole max RSS
 through `os.wait4`.
+
+A finished training leaves a record beside its job file (save_result: the job, exit status,
+wall seconds, max RSS), so that `compare --resume` keeps it (finished_result) when the same job
+comes again, and trains only what an interruption left unfinished.
 """
 
 from __future__ import annotations
@@ -74,6 +78,32 @@ class ChildResult:
     wall_s: float
     max_rss_mb: float
     error: str = ""
+
+
+def result_file(job_file: Path) -> Path:
+    """Where the record of a finished child of `job_file` is kept: JOB.result.json beside it."""
+    return job_file.with_name(job_file.stem + ".result.json")
+
+
+def save_result(job: dict, job_file: Path, result: ChildResult) -> None:
+    """Record a child that finished (its job, exit status, wall s, max RSS MiB) for --resume."""
+    record = {"job": job, "returncode": result.returncode, "wall_s": result.wall_s,
+              "max_rss_mb": result.max_rss_mb}
+    write_text_atomic(result_file(job_file), json.dumps(record, indent=2))
+
+
+def finished_result(job: dict, job_file: Path) -> ChildResult | None:
+    """The result of an earlier child that ran exactly `job` to its end (its record and its
+    history on disk), else None: a changed job, a missing or unreadable file trains again."""
+    record, history = result_file(job_file), Path(job["history"])
+    try:
+        saved = json.loads(record.read_text())
+        hist = json.loads(history.read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("job") != job or saved.get("returncode") != 0:
+        return None
+    return ChildResult(hist, 0, float(saved["wall_s"]), float(saved["max_rss_mb"]))
 
 
 def launch_child(job: dict, job_file: Path, log_file: Path | None = None,

@@ -118,7 +118,11 @@ def _machine_lines(rep: dict) -> list[str]:
             + (f"; {b['description']})" if b["description"] else ")"),
             f"- seeds: {len(first['seeds'])} per setup (train.seed {seeds})",
             f"- meshes: {n_train} trained on" + (f", {n_eval} held out" if n_eval else ""),
-            f"- total time: {_f(rep['timings'].get('total_s'), '{:.0f}')} s", ""]
+            f"- total time: {_f(rep['timings'].get('total_s'), '{:.0f}')} s"
+            + (" (this run's part; --resume kept "
+               + ", ".join(f"`{r}`" for r in rep["resumed_runs"])
+               + " from the interrupted one, with their own seconds and memory)"
+               if rep.get("resumed_runs") else ""), ""]
 
 
 def _glance(rep: dict) -> list[str]:

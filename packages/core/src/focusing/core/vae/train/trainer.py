@@ -29,6 +29,7 @@ from focusing.core.engine.lock import writes_here
 from focusing.core.engine.profile import phase
 from focusing.core.engine.runfolder import claim_run_folder
 from focusing.core.geometry.camera import Camera
+from focusing.core.geometry.voxelize import near_voxels
 from focusing.core.io import resolve_dotdot
 from focusing.core.plugin_system import get_registry
 from focusing.core.selection import run_selectors
@@ -127,6 +128,21 @@ def warmup_crop(coords: torch.Tensor, limit: int, halo: int, gen: torch.Generato
     radius = int(dist[crop].max())
     region = (dist <= radius + halo).nonzero().squeeze(1)
     return WarmupCrop(crop, region, torch.searchsorted(region, crop), centre, radius, halo)
+
+
+def selected_region(coords: torch.Tensor, rows: torch.Tensor, points: torch.Tensor,
+                    resolution: int, halo: int, reach: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(region [N'] sorted rows of coords [N,3] within `halo` voxels (Chebyshev) of the kept rows
+    [K], mask [P] of the points [P,3] whose holding voxel lies within halo + reach of them):
+    what the encoder needs to give the kept latents their whole-shape features (WarmupCrop's
+    argument, for any kept set). No kept rows: every row and every point."""
+    if len(rows) == 0:
+        return (torch.arange(len(coords), device=coords.device),
+                torch.ones(len(points), dtype=torch.bool, device=points.device))
+    kept = coords[rows]
+    region = near_voxels(coords, kept, halo).nonzero().squeeze(1).to(coords.device)
+    near = near_voxels(holding_voxels(points, resolution), kept, halo + reach).to(points.device)
+    return region, near
 
 
 def make_selectors(setup: Setup, stage: str) -> list:
@@ -290,17 +306,23 @@ class VAEStep(TrainStep):
         warmup = step < setup.loss.tsdf_steps
         if warmup and not setup.loss.warmup_render:
             return self._render_free_loss(record, voxels, gen, res)
-        with phase("encode"):
-            mean, logvar = self.model.encode(record.points.to(dev), record.normals.to(dev),
-                                             voxels.to(dev))
-        eps = torch.randn(mean.shape, generator=gen).to(dev)
-        z = voxels.to(dev).replace(mean + torch.exp(0.5 * logvar) * eps)
-        res.counts["latent_all"] = len(z)
+        # the reparameterisation noise of every latent, drawn before anything is encoded, so
+        # that a latent gets the same draw whether the whole shape or a region is encoded
+        eps = torch.randn((len(voxels), self.model.latent_channels), generator=gen).to(dev)
         with phase("render_gt"):
             camera = sample_camera(record, setup, rng)
             gt = self._render(record, camera)
-        with phase("select"):
-            z, camera, gt = self._select(self.latent_selectors, z, camera, gt, record, rng)
+        if setup.loss.encode_selected and self.latent_selectors:
+            z, mean, logvar, camera, gt = self._encode_selected(record, voxels, eps, camera, gt,
+                                                                rng, res)
+        else:
+            with phase("encode"):
+                mean, logvar = self.model.encode(record.points.to(dev), record.normals.to(dev),
+                                                 voxels.to(dev))
+            z = voxels.to(dev).replace(mean + torch.exp(0.5 * logvar) * eps)
+            with phase("select"):
+                z, camera, gt = self._select(self.latent_selectors, z, camera, gt, record, rng)
+        res.counts["latent_all"] = len(voxels)
         res.counts["latent_kept"] = len(z)
         if len(z) == 0:  # the view sees none of the shape: only the KL term trains
             return self._total({"kl": losses.kl_loss(mean, logvar)}, False, res)
@@ -328,6 +350,32 @@ class VAEStep(TrainStep):
                       "gt_normal": gt.normal, "pred_normal": pred.normal.detach()}
         res.mesh = (mesh.vertices.detach(), mesh.faces)
         return total, res
+
+    def _encode_selected(self, record: ShapeRecord, voxels: SparseTensor, eps: torch.Tensor,
+                         camera: Camera, gt, rng: np.random.Generator, res: ShapeResult):
+        """loss.encode_selected: (z of the kept latents, mean and logvar of the encoded region,
+        camera, gt). The latent selectors read coordinates only, so they run before encoding;
+        then only the kept latents and every voxel within the encoder's reach of them are
+        encoded (selected_region), which gives the kept latents the features a whole-shape
+        encode gives them, at a cost bounded by the selection (the zoom's n_max), not by the
+        shape. A view that keeps nothing encodes the whole shape for its KL term."""
+        setup, dev = self.setup, self.device
+        with phase("select"):
+            kept, camera, gt = self._select(self.latent_selectors, voxels, camera, gt, record,
+                                            rng)
+            rows = CoordIndex(voxels.coords).lookup(kept.coords)
+            region, near = selected_region(voxels.coords[:, 1:], rows, record.points,
+                                           setup.model.latent_resolution,
+                                           setup.encoder.depth * (setup.encoder.window - 1),
+                                           setup.pointnet.reach)
+        with phase("encode"):
+            mean, logvar = self.model.encode(record.points[near].to(dev),
+                                             record.normals[near].to(dev),
+                                             voxels.index_select(region).to(dev))
+        at = torch.searchsorted(region, rows).to(dev)
+        z = kept.to(dev).replace(mean[at] + torch.exp(0.5 * logvar[at]) * eps[rows.to(dev)])
+        res.counts["latent_encoded"] = len(region)
+        return z, mean, logvar, camera, gt
 
     # -- calibration and quality, every train.eval_every steps and at each checkpoint -------
     def on_checkpoint(self, step: int, final: bool) -> None:
