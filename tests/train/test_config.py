@@ -57,15 +57,18 @@ def test_setup_file_and_missing_file(tmp_path):
         load_setup(str(tmp_path / "missing.toml"))
 
 
-def test_a_run_stored_before_pointnet_reach_existed_loads_with_its_earlier_behaviour():
+@pytest.mark.parametrize("table,leaf,today,before", [("pointnet", "reach", 1, 0),
+                                                    ("loss", "encode_selected", True, False)])
+def test_a_run_stored_before_a_key_existed_loads_with_its_earlier_behaviour(table, leaf, today,
+                                                                            before):
     from focusing.core.config import load_setup, normalise_stored
 
     stored = load_setup("focusing")
-    assert stored["pointnet"]["reach"] == 1  # today's default
-    del stored["pointnet"]["reach"]
-    assert normalise_stored(stored)["pointnet"]["reach"] == 0
-    stored["pointnet"]["reach"] = 1
-    assert normalise_stored(stored)["pointnet"]["reach"] == 1
+    assert stored[table][leaf] == today  # today's default
+    del stored[table][leaf]
+    assert normalise_stored(stored)[table][leaf] == before
+    stored[table][leaf] = today
+    assert normalise_stored(stored)[table][leaf] == today
 
 
 @pytest.mark.parametrize("old,new", [("train.eval_meshes", "evaluation.meshes"),

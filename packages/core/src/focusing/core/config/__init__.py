@@ -622,7 +622,7 @@ def dumps(config: dict | Setup) -> str:
 REMOVED_KEYS = ("cameras.views_per_step",)
 # Keys added with a default other than the behaviour before them: a stored config without the
 # key ran with this value.
-EARLIER_BEHAVIOUR = {"pointnet.reach": 0}
+EARLIER_BEHAVIOUR = {"pointnet.reach": 0, "loss.encode_selected": False}
 
 
 def normalise_stored(stored: dict) -> dict:

@@ -165,9 +165,19 @@ def plot_quality_resolution(setups: dict, path: Path) -> bool:
                      mfc=f"C{i}" if split == "train" else "none")
         by_res.errorbar([res], [f["mean"]], yerr=_span(f), **style)
         by_mem.errorbar([mem["mean"]], [f["mean"]], xerr=_span(mem), yerr=_span(f), **style)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     by_res.set_xscale("log", base=2)
+    resolutions = sorted({p[4] for p in points})
+    by_res.set_xticks(resolutions, [str(r) for r in resolutions])  # 128, not 2^7
+    by_res.set_xlim(resolutions[0] / 1.5, resolutions[-1] * 1.5)
     by_res.set_xlabel("output resolution reconstructed at")
-    by_mem.set_xscale("log")
+    peaks = [p[5]["mean"] for p in points]
+    if max(peaks) > 8 * min(peaks):  # a log axis where setups differ by an order of magnitude
+        by_mem.set_xscale("log")
+        # plain MiB on the major ticks, none on the minor ones (they overlap)
+        by_mem.xaxis.set_major_formatter(ScalarFormatter())
+        by_mem.xaxis.set_minor_formatter(NullFormatter())
     by_mem.set_xlabel("peak memory of the setup's own training steps (MiB)")
     for ax in (by_res, by_mem):
         ax.set_ylabel("mean F-score (a lost mesh counts 0)")
