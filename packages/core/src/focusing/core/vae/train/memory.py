@@ -28,6 +28,9 @@ interior surface). On the runs measured on couplingdown alone, each term came wi
 of its measured figure; on runs of couplingdown and fandisk, whose steps fell on fandisk (60%
 of couplingdown's surface), the steps were over-estimated by up to 60%. The README's default
 run (latent 32, 9 meshes) is estimated at 1.6 GB, latent 256 at 25 GB, latent 1024 at 380 GB.
+The encoder term counts every latent voxel, as steps did before `loss.encode_selected`: with it
+(the default) a zoomed step encodes a region around its selection, so the term over-estimates
+such runs at high resolution (at output 1024 the default model's step took 1.0 GB).
 Not in the estimate: evaluations (train.eval_every), which decode every latent voxel of a mesh;
 several processes of one host (torchrun), each holding its own records; bf16 on a GPU, which
 needs less than these float32 constants say.

@@ -5,6 +5,11 @@ truth from the raw mesh, encode, run the latent-stage selectors, decode the kept
 run the output-stage selectors, extract the SparseFlex mesh, render it with the (possibly
 zoomed) camera, and add up the losses of eq. 7. Steps are reproducible: every random draw of
 step t comes from generators seeded by (seed, t, slot), so `--resume` continues exactly.
+
+With `loss.encode_selected` (the default) the latent selectors, which read coordinates only,
+run before the encoder, and only the kept latents and the encoder's reach around them are
+encoded (selected_region): at output 1024 the default model's step took 1.0 GB and 1.4 s
+against 6.2 GB and 28.7 s when it encoded all 501,361 latents (BENCHMARKS.md, "Session 10").
 """
 
 from __future__ import annotations
