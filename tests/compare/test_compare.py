@@ -333,6 +333,11 @@ def test_shared_warmup_only_when_setups_train_it_alike(tmp_path):
     # a selector ablation changes nothing the warm-up reads
     assert shared_warmup_steps(parse_specs("focusing,focusing:selector=frustum",
                                            budget.overrides), 120) == 112
+    # nor how a rendered step encodes; a loss weight is read by the warm-up's own terms
+    assert shared_warmup_steps(parse_specs("focusing,focusing:loss.encode_selected=false",
+                                           budget.overrides), 120) == 112
+    assert shared_warmup_steps(parse_specs("focusing,focusing:loss.occupancy=2.0",
+                                           budget.overrides), 120) == 0
 
 
 def test_render_free_warmup_is_the_same_for_both_setups(tmp_path):

@@ -25,6 +25,9 @@ from focusing.eval.compare.spec import CompareError, SetupSpec
 
 # Tables the render-free warm-up never reads: setups that differ only here train it alike.
 WARMUP_FREE_KEYS = ("name", "description", "selectors", "cameras")
+# [loss] keys it never reads either: its length (a longer one continues render-free after the
+# fork) and how a rendered step encodes (loss.encode_selected)
+WARMUP_FREE_LOSS_KEYS = ("tsdf_steps", "encode_selected")
 WARMUP_DIR = "shared-warmup"
 
 
@@ -63,7 +66,7 @@ def shared_warmup_steps(specs: list[SetupSpec], steps: int) -> int:
 
     The render-free warm-up (loss.warmup_render = false) draws no camera and runs no selector
     or renderer; its randomness comes from (train.seed, step, slot) alone. Setups whose
-    resolved configs differ only in WARMUP_FREE_KEYS, backend.renderer and loss.tsdf_steps
+    resolved configs differ only in WARMUP_FREE_KEYS, backend.renderer and WARMUP_FREE_LOSS_KEYS
     therefore train the same weights through the shortest of their warm-ups
     (tests/compare/test_compare.py checks it bit for bit), so `compare` trains that once and
     every setup resumes from its last checkpoint. A setup with a longer loss.tsdf_steps
@@ -71,7 +74,7 @@ def shared_warmup_steps(specs: list[SetupSpec], steps: int) -> int:
     def warmup_view(cfg: dict) -> dict:
         view = {k: v for k, v in cfg.items() if k not in WARMUP_FREE_KEYS}
         view["backend"] = {k: v for k, v in cfg["backend"].items() if k != "renderer"}
-        view["loss"] = {k: v for k, v in cfg["loss"].items() if k != "tsdf_steps"}
+        view["loss"] = {k: v for k, v in cfg["loss"].items() if k not in WARMUP_FREE_LOSS_KEYS}
         return view
 
     if len(specs) < 2 or any(s.config["loss"]["warmup_render"] for s in specs):
