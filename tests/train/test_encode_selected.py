@@ -9,12 +9,9 @@ import pytest
 import torch
 
 from focusing.core.config import load_setup
-from focusing.core.data.records import build_record, cache_settings
 from focusing.core.geometry.voxelize import near_voxels
-from focusing.core.sparse.tensor import SparseTensor
-from focusing.core.vae.model import ShapeVAE
 from focusing.core.vae.train.trainer import Trainer, selected_region
-from meshdata import mesh_file
+from test_warmup_crop import encoded_fandisk
 
 from _training_fixtures import TINY, _isolated_cache  # noqa: F401 (fixture)
 
@@ -33,20 +30,8 @@ def test_near_voxels_against_a_brute_force_distance_matrix():
 @pytest.mark.parametrize("reach,window,depth", [(0, 4, 2), (1, 4, 2), (1, 3, 3)])
 def test_a_scattered_selection_encoded_from_its_region_equals_the_whole_shape(reach, window,
                                                                              depth):
-    cfg = load_setup("focusing", [
-        "model.latent_resolution=32", "model.points_per_shape=4096", "pointnet.hidden=8",
-        "pointnet.out=8", f"pointnet.reach={reach}", "encoder.width=16", "encoder.heads=2",
-        f"encoder.window={window}", f"encoder.depth={depth}", "loss.tsdf_views=2",
-    ])
-    torch.manual_seed(0)
-    model = ShapeVAE(cfg).eval()
-    record = build_record(mesh_file("fandisk"), cache_settings(cfg) | {"tsdf_image": 32})
     r = 32
-    active = record.active[r]
-    voxels = SparseTensor(torch.cat([active.new_zeros(len(active), 1), active], 1),
-                          torch.zeros(len(active), 0), r)
-    with torch.no_grad():
-        whole, _ = model.encode(record.points, record.normals, voxels)
+    model, record, active, voxels, whole = encoded_fandisk(reach, window, depth, r)
     # a scattered selection (not one compact cluster), in the selectors' own (unsorted) order
     rows = torch.randperm(len(active), generator=torch.Generator().manual_seed(1))[:5]
     halo = depth * (window - 1)

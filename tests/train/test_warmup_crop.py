@@ -11,22 +11,29 @@ from focusing.core.vae.model import ShapeVAE
 from meshdata import mesh_file
 
 
-@pytest.mark.parametrize("reach,window,depth", [(0, 4, 2), (1, 4, 2), (1, 3, 3)])
-def test_the_crop_encoded_from_its_region_equals_the_whole_shape_encoding(reach, window, depth):
+def encoded_fandisk(reach: int, window: int, depth: int, r: int):
+    """(model, record, active [N,3], voxels, whole-shape latent means [N,C]) of fandisk at latent
+    r with a small random encoder of that reach, window and depth (eval mode, seed 0)."""
     cfg = load_setup("focusing", [
-        "model.latent_resolution=16", "model.points_per_shape=4096", "pointnet.hidden=8",
+        f"model.latent_resolution={r}", "model.points_per_shape=4096", "pointnet.hidden=8",
         "pointnet.out=8", f"pointnet.reach={reach}", "encoder.width=16", "encoder.heads=2",
         f"encoder.window={window}", f"encoder.depth={depth}", "loss.tsdf_views=2",
     ])
     torch.manual_seed(0)
     model = ShapeVAE(cfg).eval()
     record = build_record(mesh_file("fandisk"), cache_settings(cfg) | {"tsdf_image": 32})
-    r = 16
     active = record.active[r]
     voxels = SparseTensor(torch.cat([active.new_zeros(len(active), 1), active], 1),
                           torch.zeros(len(active), 0), r)
     with torch.no_grad():
         whole, _ = model.encode(record.points, record.normals, voxels)
+    return model, record, active, voxels, whole
+
+
+@pytest.mark.parametrize("reach,window,depth", [(0, 4, 2), (1, 4, 2), (1, 3, 3)])
+def test_the_crop_encoded_from_its_region_equals_the_whole_shape_encoding(reach, window, depth):
+    r = 16
+    model, record, active, voxels, whole = encoded_fandisk(reach, window, depth, r)
     gen = torch.Generator().manual_seed(3)
     crop = warmup_crop(active, 60, depth * (window - 1), gen)
     assert len(crop.crop) == 60 and len(crop.region) < len(active)
