@@ -128,6 +128,12 @@ def test_memory_cap_and_eval_resolution_budget_keys(tmp_path):
             cap_settings(_budget(tmp_path, extra), 1.0, 8)
     with pytest.raises(CompareError, match="outputz"):
         _budget(tmp_path, "[memory_cap]\noutputz = [32]\n")
+    off = cap_settings(_budget(tmp_path, "[memory_cap]\nprobe_evaluates = false\n"), 1.0, 8)
+    assert not off.evaluates and off.as_dict()["probe_evaluates"] is False
+    spec = parse_specs("triposf", plain.overrides)[0]
+    assert probe_overrides(spec, plain, off, 32, 0.5)[-1] == "train.eval_every=0"
+    with pytest.raises(CompareError, match="probe_evaluates = 'no': give true or false"):
+        cap_settings(_budget(tmp_path, "[memory_cap]\nprobe_evaluates = \"no\"\n"), 1.0, 8)
     with pytest.raises(CompareError, match="eval_resolution"):
         _budget(tmp_path, replace=("steps = 120\n", "steps = 120\neval_resolution = 66\n"))
     with pytest.raises(CompareError, match="above 0"):
@@ -156,6 +162,8 @@ def test_per_output_config_reaches_the_probe_and_the_training(tmp_path):
         assert cfg["selectors"]["params"]["zoom"]["n_max"] == n_max
         assert f"model.latent_resolution={output // 4}" in over and "train.steps=5" in over
         assert "loss.tsdf_steps=2" in over and "train.minutes=0" in over
+        # a probe ends with one evaluation at its last step (train.eval_every's), as trainings do
+        assert over[-1] == "train.eval_every=5" and settings.evaluates
     with pytest.raises(CompareError, match="outputs \\[128\\]"):
         cap_settings(_budget(tmp_path, "[memory_cap]\noutputs = [32, 64]\n"
                              "[memory_cap.config.\"128\".model]\npoints_per_shape = 1\n"),
@@ -240,6 +248,10 @@ def test_real_probes_measure_every_candidate_and_the_probe_mesh(measured):
             assert p["own_step_peak_mb"] <= p["step_peak_mb"] <= p["child_max_rss_mb"]
             assert p["warmup_step_peak_mb"] <= p["step_peak_mb"]
             assert len(p["own_step_seconds"]) == 3  # probe_steps after warmup_probe_steps
+            # the measured fit ended with one evaluation: the probe mesh reconstructed, scored
+            name = f"{label}-{p['output']}" + (f"-alpha{alpha:g}" if alpha else "")
+            rows = (measured["tmp"] / "mc" / "runs" / name / "quality.jsonl").read_text()
+            assert [json.loads(x)["step"] for x in rows.splitlines()] == [5]
         assert r["chosen"]["output"] == 64 and r["does_not_fit_at"] is None
     # triposf decodes every latent voxel: twice the resolution costs measurably more
     tri = {p["output"]: p["peak_mb"] for p in cap["setups"]["triposf"]["probes"]}

@@ -292,3 +292,27 @@ def test_ema_can_be_switched_on_and_off_at_a_resume(tmp_path):
     for k, v in engine.module.state_dict().items():
         assert torch.equal(v, state["online_weights"][k]), k
     engine.close()
+
+
+def test_the_history_keeps_figures_not_images_and_meshes(tmp_path, monkeypatch):
+    """A step's images and extra (a rendered step's views and mesh, 0.66 MiB at 128:
+    BENCHMARKS.md, session 11) reach log(), but the history fit() returns drops them: a long
+    run held every one of them to its end."""
+    engine = make_engine(tmp_path / "run", steps=3, lr=0.1)
+    step, plain_loss = engine.trainstep, engine.trainstep.loss
+    seen = []
+
+    def loss(s, slots):
+        out = plain_loss(s, slots)
+        out.images, out.extra = {"view": torch.ones(8, 8)}, {"mesh": (torch.ones(4, 3),)}
+        return out
+
+    monkeypatch.setattr(step, "loss", loss)
+    monkeypatch.setattr(step, "log", lambda writer, s, res: seen.append(
+        (s, set(res.images), res.mesh is not None)))
+    history = engine.fit()
+    engine.close()
+    assert seen == [(1, {"view"}, True), (2, {"view"}, True), (3, {"view"}, True)]
+    assert [(h.step, h.images, h.extra) for h in history] == [(1, {}, {}), (2, {}, {}),
+                                                               (3, {}, {})]
+    assert all("mse" in h.terms and h.seconds > 0 for h in history)

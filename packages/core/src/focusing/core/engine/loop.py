@@ -17,7 +17,7 @@ import time
 import warnings
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -464,7 +464,8 @@ class Engine:
     def fit(self, steps: int | None = None) -> list[StepResult]:
         """Train until `steps` total steps (default: train.steps) or train.minutes of
         optimisation, whichever comes first; checkpoints as configured, saves at the stop, and
-        evaluates every train.eval_every steps and at the run's end (not at a partial stop)."""
+        evaluates every train.eval_every steps and at the run's end (not at a partial stop).
+        Returns each step's StepResult without its images and extra (log() has seen them)."""
         from tqdm.auto import tqdm
 
         total = self.train.steps if steps is None else int(steps)
@@ -477,8 +478,11 @@ class Engine:
                 while self.step < total and not self.out_of_time():
                     res = self.train_step()
                     self.train_seconds += res.seconds
-                    history.append(res)
                     self.log(res)
+                    # the history keeps a step's figures, not its images and mesh: a rendered
+                    # step's were 0.66 MiB at 128, and held to the run's end they grew malloc's
+                    # bytes in use by 191 MiB in 300 steps (BENCHMARKS.md, session 11)
+                    history.append(replace(res, images={}, extra={}))
                     last = self.step >= self.train.steps or self.out_of_time()  # the run's end
                     if eval_every and (self.step % eval_every == 0 or last):
                         self._evaluate()

@@ -29,7 +29,7 @@ BUDGET_KEYS = {
 SCALING_KEYS = {"latent_resolutions", "extra_latent_resolutions", "steps", "mesh", "timeout_s",
                 "memory_fraction", "config"}
 MEMORY_CAP_KEYS = {"outputs", "alphas", "probe_steps", "warmup_probe_steps", "mesh", "timeout_s",
-                   "memory_fraction", "peak", "config"}
+                   "memory_fraction", "peak", "probe_evaluates", "config"}
 
 
 def _toml_literal(value) -> str:

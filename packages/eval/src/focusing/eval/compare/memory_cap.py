@@ -24,10 +24,18 @@ warm-up, then `probe_steps` (3) steps of its own (selectors, rendering), with th
 at the candidate resolution, on one mesh (`[memory_cap] mesh`; default the mesh with the most
 latent voxels: the costliest step of a setup that decodes them all). The capped figure is
 `peak = "training"` (default; `--scaling`'s training peak): the peak of the probe's whole fit,
-its steps and the occupancy-threshold calibration that ends every training (which decodes in
-`inference.chunk_voxels` chunks), above the process's level before its first step (CUDA's
-allocated peak on a GPU); `peak = "step"`: the highest peak of one training step alone; or
-`peak = "process"`: the child's whole max RSS (Python, torch and the prepared data included).
+its steps, one evaluation as `train.eval_every` runs them (calibration, then the probe mesh
+reconstructed at the candidate output and scored) and the occupancy-threshold calibration that
+ends every training (both decode in `inference.chunk_voxels` chunks), above the process's level
+before its first step (CUDA's allocated peak on a GPU); `peak = "step"`: the highest peak of one
+training step alone; or `peak = "process"`: the child's whole max RSS (Python, torch and the
+prepared data included).
+
+Why the evaluation: in the first equal-memory run (BENCHMARKS.md, session 10) the probes had
+none, and focusing's whole training at 256 peaked at 4761 MiB under a 4608 MiB cap its probe
+(3726 MiB) had fitted: the evaluations every `train.eval_every` steps, which encode every latent
+voxel of a mesh, were the training's peak. `[memory_cap] probe_evaluates = false` measures the
+steps and the final calibration alone, as that run did.
 """
 
 from __future__ import annotations
@@ -49,8 +57,9 @@ DEFAULT_ALPHA = 0.5      # FarPlaneSelector's own default
 # the capped figure -> the probe's figure: the whole fit (its steps and the final threshold
 # calibration) above the level before it; the highest per-step peak; the process's max RSS
 PEAKS = {"training": "peak_memory_mb", "step": "step_peak_mb", "process": "child_max_rss_mb"}
-# what a probe job overrides beyond the setup: no clock, evaluation, checkpoint or LR restart
-PROBE_FIXED = ("train.minutes=0", "train.eval_every=0", "train.restart_at=0")
+# what a probe job overrides beyond the setup: no clock, checkpoint or LR restart; evaluation
+# at its last step only (probe_overrides) or never
+PROBE_FIXED = ("train.minutes=0", "train.restart_at=0")
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class CapSettings:
     timeout_s: float
     memory_fraction: float           # a probe predicted above this share of free memory: not run
     peak: str                        # 'training', 'step' or 'process' (PEAKS)
+    evaluates: bool = True           # a probe ends with one evaluation (train.eval_every's)
     per_output: dict = field(default_factory=dict)  # output -> overrides at that output
 
     def overrides_at(self, output: int) -> list[str]:
@@ -81,9 +91,17 @@ class CapSettings:
         """The settings as report.json records them."""
         return {"cap_gb": self.cap_gb, "outputs": list(self.outputs), "alphas": list(self.alphas),
                 "probe_steps": self.probe_steps, "warmup_probe_steps": self.warmup_probe_steps,
-                "peak": self.peak, "timeout_s": self.timeout_s,
+                "peak": self.peak, "probe_evaluates": self.evaluates,
+                "timeout_s": self.timeout_s,
                 "memory_fraction": self.memory_fraction,
                 "config": {str(o): v for o, v in self.per_output.items()}}
+
+
+def _flag(value, where: str) -> bool:
+    """A TOML boolean; ValueError naming `where` for anything else (a string "false" is true)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{where} = {value!r}: give true or false")
+    return value
 
 
 def cap_settings(budget: Budget, cap_gb: float, latent_resolution: int) -> CapSettings:
@@ -103,7 +121,9 @@ def cap_settings(budget: Budget, cap_gb: float, latent_resolution: int) -> CapSe
             warmup_probe_steps=int(t.get("warmup_probe_steps", 2)), mesh=str(t.get("mesh", "")),
             timeout_s=float(t.get("timeout_s", 900)),
             memory_fraction=float(t.get("memory_fraction", 0.7)),
-            peak=str(t.get("peak", "training")), per_output=per_output)
+            peak=str(t.get("peak", "training")),
+            evaluates=_flag(t.get("probe_evaluates", True), "probe_evaluates"),
+            per_output=per_output)
     except (TypeError, ValueError) as exc:
         raise CompareError(f"{where}: {exc}") from None
     if not settings.cap_gb > 0:
@@ -196,13 +216,15 @@ def pick_probe_mesh(files: list[Path], stem: str, latent: int) -> Path:
 def probe_overrides(spec: SetupSpec, budget: Budget, settings: CapSettings, output: int,
                     alpha: float | None) -> list[str]:
     """A probe job's overrides: the budget's, the setup's, then the candidate resolution, the
-    alpha, and a short schedule (warm-up steps, then the setup's own steps)."""
+    alpha, and a short schedule (warm-up steps, then the setup's own steps, then one evaluation
+    at the last step unless settings.evaluates is off)."""
     warm = settings.warmup_probe_steps if spec.config["loss"]["tsdf_steps"] > 0 else 0
+    steps = warm + settings.probe_steps
     return (list(budget.overrides) + settings.overrides_at(output) + list(spec.overrides)
             + [f"model.latent_resolution={output // 4}"]
             + ([f"{ALPHA_KEY}={alpha!r}"] if alpha is not None else [])
-            + [f"train.steps={warm + settings.probe_steps}", f"loss.tsdf_steps={warm}",
-               *PROBE_FIXED])
+            + [f"train.steps={steps}", f"loss.tsdf_steps={warm}", *PROBE_FIXED,
+               f"train.eval_every={steps if settings.evaluates else 0}"])
 
 
 def setup_prober(spec: SetupSpec, budget: Budget, settings: CapSettings, data: Path,

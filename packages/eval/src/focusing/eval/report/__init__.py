@@ -117,8 +117,10 @@ NOTES = [
 MEMORY_CAP_NOTES = [
     "equal memory: each setup trained at the highest candidate output resolution whose "
     "training peak, measured by probe steps in a fresh process (a render-free warm-up step, "
-    "then the setup's own steps, on the probe mesh), fits under the cap; a far-plane setup "
-    "that did not fit was probed at smaller alphas and kept the largest that fits. Nothing was "
+    "then the setup's own steps, then one evaluation as train.eval_every runs them, unless "
+    "[memory_cap] probe_evaluates is false; on the probe mesh), fits under the cap; a "
+    "far-plane setup that did not fit was probed at smaller alphas and kept the largest that "
+    "fits. Nothing was "
     "extrapolated: an output above the first that did not fit was not probed. Every setup then "
     "trained for the budget's minutes, and every model is scored against the same ground truth "
     "(the metrics sample the input meshes, so they do not depend on a model's grid).",

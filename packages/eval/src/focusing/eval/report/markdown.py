@@ -304,7 +304,8 @@ def _equal_memory(rep: dict) -> list[str]:
     md = ["## Equal memory", "",
           f"Cap {cap['cap_gb']:g} GB ({cap['cap_gb'] * 1024:.0f} MiB) on the {cap['peak']} peak, "
           f"measured by probe steps in a fresh process ({cap['warmup_probe_steps']} render-free "
-          f"warm-up step(s), then {cap['probe_steps']} of the setup's own) on "
+          f"warm-up step(s), then {cap['probe_steps']} of the setup's own"
+          + (", then one evaluation" if cap.get("probe_evaluates") else "") + ") on "
           f"`{Path(cap['mesh']).name}`; candidate outputs "
           f"{', '.join(str(o) for o in cap['outputs'])}; far-plane alphas "
           f"{', '.join(f'{a:g}' for a in cap['alphas'])}. Each setup trains at the highest "
@@ -333,7 +334,8 @@ def _equal_memory(rep: dict) -> list[str]:
                          "F-score (held out)", "evaluated at", "search",
                          f"{cap['peak']} peak in training MiB (highest seed)"], rows))
     md += ["", f"Every probe, in MiB: the capped figure ({cap['peak']}), the training peak (the "
-           "whole fit: steps and the final threshold calibration), the highest per-step peak of "
+           "whole fit: steps, " + ("the evaluation " if cap.get("probe_evaluates") else "")
+           + "and the final threshold calibration), the highest per-step peak of "
            "the warm-up and of the setup's own steps, and the process's max RSS:", ""]
     probes = []
     for label, r in cap["setups"].items():
