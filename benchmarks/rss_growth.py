@@ -23,6 +23,15 @@ trimmed arm stays flat at about the whole arm's level or lower.
 
 Run: hatch run python benchmarks/rss_growth.py [--warm 40] [--steps 400] [--arms whole,selected,
          selected+trim] [--set key=value ...] [--json FILE]
+(glibc's own knobs go in the environment, e.g. MALLOC_MMAP_THRESHOLD_=131072.)
+
+Measured (2026-12-06, 2-core EPYC, load up to 2.2; BENCHMARKS.md, session 11), 300 + 300 steps:
+two causes. The engine's history held every rendered step's images and mesh (malloc's bytes in
+use grew 0.64 MiB a step; the step's images and mesh are 0.66 MiB): fixed, in use now flat. The
+rest is the allocator: in use flat at about 370 MiB while the free bytes kept in the arenas grow
+from 260 to 780 MiB in the render-free steps. malloc_trim(0) every step, or a fixed mmap
+threshold, keep the RSS flat (process 1.26 GB or 0.85 GB against 1.94) at 1.5x or 2.9x the time
+per step.
 """
 
 from __future__ import annotations

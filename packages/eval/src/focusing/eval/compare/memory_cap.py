@@ -33,9 +33,10 @@ prepared data included).
 
 Why the evaluation: in the first equal-memory run (BENCHMARKS.md, session 10) the probes had
 none, and focusing's whole training at 256 peaked at 4761 MiB under a 4608 MiB cap its probe
-(3726 MiB) had fitted: the evaluations every `train.eval_every` steps, which encode every latent
-voxel of a mesh, were the training's peak. `[memory_cap] probe_evaluates = false` measures the
-steps and the final calibration alone, as that run did.
+(3726 MiB) had fitted. Its steps peaked at 4368 MiB at most, so the peak lay outside them: in
+the evaluations every `train.eval_every` steps, which encode every latent voxel of a mesh and
+reconstruct it, or in the calibrations (which part is not measured). `[memory_cap]
+probe_evaluates = false` measures the steps and the final calibration alone, as that run did.
 """
 
 from __future__ import annotations
