@@ -33,10 +33,12 @@ prepared data included).
 
 Why the evaluation: in the first equal-memory run (BENCHMARKS.md, session 10) the probes had
 none, and focusing's whole training at 256 peaked at 4761 MiB under a 4608 MiB cap its probe
-(3726 MiB) had fitted. Its steps peaked at 4368 MiB at most, so the peak lay outside them: in
-the evaluations every `train.eval_every` steps, which encode every latent voxel of a mesh and
-reconstruct it, or in the calibrations (which part is not measured). `[memory_cap]
-probe_evaluates = false` measures the steps and the final calibration alone, as that run did.
+(3726 MiB) had fitted. A probe should cover all a training does, so it now evaluates too. What
+the evaluation adds is small (2026-12-06, the same probe again, focusing at 256 on couplingdown,
+selected encoding): 3599 MiB with it, 3514 without; the steps peaked at 538 and 502, so the
+final calibration sets the figure. The rest of that run's excess is the allocator's slack,
+which grows through a whole run and no probe of a few steps shows (BENCHMARKS.md, session 11).
+`[memory_cap] probe_evaluates = false` measures the steps and the final calibration alone.
 """
 
 from __future__ import annotations
