@@ -25,13 +25,13 @@ Run: hatch run python benchmarks/rss_growth.py [--warm 40] [--steps 400] [--arms
          selected+trim] [--set key=value ...] [--json FILE]
 (glibc's own knobs go in the environment, e.g. MALLOC_MMAP_THRESHOLD_=131072.)
 
-Measured (2026-12-06, 2-core EPYC, load up to 2.2; BENCHMARKS.md, session 11), 300 + 300 steps:
-two causes. The engine's history held every rendered step's images and mesh (malloc's bytes in
-use grew 0.64 MiB a step; the step's images and mesh are 0.66 MiB): fixed, in use now flat. The
-rest is the allocator: in use flat at about 370 MiB while the free bytes kept in the arenas grow
-from 260 to 780 MiB in the render-free steps. malloc_trim(0) every step, or a fixed mmap
-threshold, keep the RSS flat (process 1.26 GB or 0.85 GB against 1.94) at 1.5x or 2.9x the time
-per step.
+Measured (2026-12-06, 2-core EPYC, load up to 2.2, above 2 at the end of the last arm;
+BENCHMARKS.md, session 11), 300 + 300 steps: two causes. The engine's history held every
+rendered step's images and mesh (malloc's bytes in use grew 0.64 MiB a step; the step's images
+and mesh are 0.66 MiB): fixed, in use now flat. The rest is the allocator: in use flat at about
+370 MiB while the free bytes kept in the arenas grow from 260 to 780 MiB in the render-free
+steps. malloc_trim(0) every step, or a fixed mmap threshold, keep the RSS flat (process 1,257
+or 847 MiB against 1,940) at 1.5x or 2.9x the time per step.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import platform
 import resource
 import statistics
@@ -165,7 +166,7 @@ def main() -> None:
     for arm in arms:
         if arm.replace("+trim", "") not in ARMS:
             ap.error(f"--arms: {arm!r} is not one of {', '.join(ARMS)}")
-    load = open("/proc/loadavg").read().split()[:3]
+    load = [f"{x:.2f}" for x in os.getloadavg()]
     rows = []
     with tempfile.TemporaryDirectory(prefix="rss-growth-") as tmp:
         for arm in arms:
@@ -180,7 +181,7 @@ def main() -> None:
                      for phase in ("warm-up", "own")
                      if any((x["step"] > a.warm) == (phase == "own") for x in rec["steps"])]
             rows[-1]["per_step"] = rec["steps"]
-    load_after = open("/proc/loadavg").read().split()[:3]
+    load_after = [f"{x:.2f}" for x in os.getloadavg()]
     print(f"\n{platform.processor() or platform.machine()}, load {' '.join(load)} -> "
           f"{' '.join(load_after)}; {a.warm} warm-up + {a.steps} own steps, small budget, "
           f"focusing, examples/meshes; MiB; first/last: medians of the first/last eighth "
